@@ -1,0 +1,1 @@
+"""The compiler front end: source -> AST -> CheckedSpec -> diagnostics (no heavy imports)."""

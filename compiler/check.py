@@ -1,0 +1,161 @@
+"""The front end's driver: file -> parse -> resolve (with extends) -> rules -> suppressions.
+
+`check_file` returns a FileResult holding the CheckedSpec (None when the spec could not be built)
+and every diagnostic, sorted. Nothing here imports torch or any ML library.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from ftc.compiler import ast, schema
+from ftc.compiler.diagnostics import Diagnostic, Related, Severity, has_errors, make, sort_diagnostics
+from ftc.compiler.parser import parse
+from ftc.compiler.resolve import Decoded, build, decode, merge, stray_overrides
+from ftc.compiler.source import Source, Span
+from ftc.compiler.suppress import Waiver, apply_suppressions
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    no_data: bool = False
+    target: str | None = None  # hardware profile, e.g. "cpu", "cuda", "a100"
+
+
+@dataclass(frozen=True)
+class CheckedSpec:
+    """A spec whose names and types are resolved and defaults filled: what rules and plans read."""
+
+    path: str
+    name: str
+    spec: schema.Spec
+    base_dir: Path  # relative data and model paths resolve against the spec's folder
+    sources: Mapping[str, Source]
+    options: CheckOptions = field(default_factory=CheckOptions)
+
+    def resolve_path(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: str
+    kind: str  # spec | defaults | unreadable
+    checked: CheckedSpec | None
+    diagnostics: tuple[Diagnostic, ...]
+    sources: Mapping[str, Source]
+    waivers: tuple[Waiver, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors([d for d in self.diagnostics if d.suppressed_reason is None])
+
+
+def display_path(path: Path) -> str:
+    """Paths in output are relative to the working directory when below it: no machine specifics."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path.as_posix()
+    return Path(rel).as_posix() if not rel.startswith("..") else path.as_posix()
+
+
+def load_source(path: Path) -> tuple[Source | None, Diagnostic | None]:
+    shown = display_path(path)
+    nowhere = Span(shown, 0, 0, 1, 1, 1, 1)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, make("FT006", f"no such file: {shown}", nowhere, help="check the path")
+    except IsADirectoryError:
+        return None, make("FT006", f"{shown} is a folder, not a spec file", nowhere,
+                          help="pass the folder to `ftc check` to check every .ftspec file in it")
+    except OSError as err:
+        return None, make("FT006", f"cannot read {shown}: {err.strerror}", nowhere, help="check permissions")
+    if b"\x00" in raw:
+        return None, make("FT006", f"{shown} is a binary file, not a spec", nowhere,
+                          help="a .ftspec file is UTF-8 text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        good = raw[: err.start].decode("utf-8")
+        src = Source(shown, good)
+        at = src.span(len(good), len(good))
+        return None, make("FT006", f"{shown} is not UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})",
+                          at, help="save the file as UTF-8")
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
+    return Source(shown, text), None
+
+
+class _Loader:
+    """Parses a file and the files it extends; merges their decoded bodies."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, Source] = {}
+        self.diags: list[Diagnostic] = []
+        self.files: dict[str, ast.SpecFile] = {}
+
+    def load(self, path: Path, via: Span | None = None, chain: tuple[Path, ...] = ()) -> Decoded | None:
+        real = path.resolve()
+        if real in chain:
+            assert via is not None
+            self.diags.append(make("FT017", f"`extends` cycle: {display_path(path)} extends itself", via,
+                                   help="remove one `extends` so that the chain ends"))
+            return None
+        src, err = load_source(path)
+        if err is not None:
+            if via is not None:
+                err = make("FT017", f"cannot extend {display_path(path)}: {err.message}", via, help=err.help)
+            self.diags.append(err)
+            return None
+        assert src is not None
+        self.sources[src.path] = src
+        tree, diags = parse(src)
+        self.diags.extend(diags)
+        if tree is None:
+            return None
+        self.files[src.path] = tree
+        base: Decoded | None = None
+        for ext in tree.extends:
+            parent = self.load(path.parent / ext.value, ext.span, (*chain, real))
+            if parent is not None:
+                base = parent if base is None else merge(base, parent, self.diags.append)
+        own = decode(tree.body, schema.Spec, self.diags.append)
+        own.head = tree.name.span if tree.name else tree.span
+        if base is None:
+            stray_overrides(own, self.diags.append)
+            return own
+        return merge(base, own, self.diags.append)
+
+
+def check_file(path: Path, options: CheckOptions = CheckOptions()) -> FileResult:
+    from ftc.compiler.rules import run_rules  # the table imports every rule module
+
+    loader = _Loader()
+    decoded = loader.load(path)
+    shown = display_path(path)
+    root = loader.files.get(shown)
+    if decoded is None or root is None:
+        return _result(shown, "unreadable" if root is None else root.kind, None, loader)
+    partial = root.kind == "defaults"
+    spec = build(decoded, loader.diags.append, partial=partial)
+    if partial:
+        return _result(shown, "defaults", None, loader)
+    assert root.name is not None
+    checked = CheckedSpec(shown, root.name.value, spec, path.parent, loader.sources, options)
+    if not has_errors(loader.diags):
+        loader.diags.extend(run_rules(checked))
+    return _result(shown, "spec", checked, loader)
+
+
+def _result(shown: str, kind: str, checked: CheckedSpec | None, loader: _Loader) -> FileResult:
+    comments = [c for f in loader.files.values() for c in f.comments]
+    diags, waivers = apply_suppressions(loader.diags, comments)
+    return FileResult(shown, kind, checked, tuple(sort_diagnostics(diags)), loader.sources, tuple(waivers))
+
+
+_ = (Related, Severity)

@@ -1,0 +1,76 @@
+"""Diagnostics: user mistakes are values, collected and returned; exceptions are bugs."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+from ftc.compiler.source import Span
+
+
+class Severity(enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    NOTE = "note"
+
+    @property
+    def rank(self) -> int:
+        return {"error": 0, "warning": 1, "note": 2}[self.value]
+
+
+@dataclass(frozen=True)
+class Related:
+    span: Span
+    message: str
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str
+    name: str
+    severity: Severity
+    message: str
+    span: Span | None
+    help: str = ""
+    detail: str = ""
+    related: tuple[Related, ...] = ()
+    suppressed_reason: str | None = field(default=None, compare=False)
+
+    def sort_key(self) -> tuple[str, int, str, str]:
+        path, start = self.span.sort_key() if self.span else ("", -1)
+        return (path, start, self.code, self.message)
+
+    def with_severity(self, severity: Severity) -> Diagnostic:
+        return replace(self, severity=severity)
+
+
+def sort_diagnostics(diags: list[Diagnostic] | tuple[Diagnostic, ...]) -> list[Diagnostic]:
+    """Deterministic order: by path, offset, code, message; exact duplicates dropped."""
+    seen: set[tuple[object, ...]] = set()
+    out: list[Diagnostic] = []
+    for d in sorted(diags, key=Diagnostic.sort_key):
+        key = (d.code, d.span, d.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def has_errors(diags: list[Diagnostic] | tuple[Diagnostic, ...]) -> bool:
+    return any(d.severity is Severity.ERROR for d in diags)
+
+
+def make(
+    code: str,
+    message: str,
+    span: Span | None,
+    *,
+    help: str = "",
+    detail: str = "",
+    related: tuple[Related, ...] = (),
+) -> Diagnostic:
+    """A diagnostic whose name and severity come from the one rule table."""
+    from ftc.compiler.rules import rule_for  # the table imports the schema; import lazily
+
+    rule = rule_for(code)
+    return Diagnostic(code, rule.name, rule.severity, message, span, help, detail, related)

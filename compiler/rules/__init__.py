@@ -1,0 +1,110 @@
+"""THE rule table: every code ftc emits, in one explicit tuple. Codes are never reused; a retired
+rule keeps its code with status `removed`. Each rule's docstring is its documentation
+(`ftc explain CODE`), and its Example / Use instead sections are run by the tests.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from ftc.compiler.rules import (
+    compat, evaluation, files, frontend, intent, provenance, resources, target, training,
+)
+from ftc.compiler.rules.base import Rule
+
+if TYPE_CHECKING:
+    from ftc.compiler.check import CheckedSpec
+    from ftc.compiler.diagnostics import Diagnostic
+
+RULES: tuple[Rule, ...] = (
+    # the language (emitted by the parser and the resolver)
+    frontend.SYNTAX_ERROR,
+    frontend.UNTERMINATED_STRING,
+    frontend.MALFORMED_NUMBER,
+    frontend.UNEXPECTED_CHARACTER,
+    frontend.UNEXPECTED_EOF,
+    frontend.UNREADABLE_FILE,
+    frontend.UNKNOWN_BLOCK,
+    frontend.UNKNOWN_KEY,
+    frontend.DUPLICATE_KEY,
+    frontend.INVALID_VALUE,
+    frontend.UNKNOWN_CHOICE,
+    frontend.WRONG_UNIT,
+    frontend.UNEXPECTED_ARGUMENT,
+    frontend.EXTENDS_ERROR,
+    frontend.IMPLICIT_OVERRIDE,
+    frontend.OVERRIDE_NOTHING,
+    frontend.MISSING_SETTING,
+    frontend.UNUSED_SUPPRESSION,
+    frontend.INVALID_SUPPRESSION,
+    # why fine-tune
+    intent.knowledge_goal,
+    intent.volatile_task,
+    # measuring success
+    evaluation.no_test_split,
+    evaluation.no_metric,
+    evaluation.no_gate,
+    evaluation.gate_metric_not_computed,
+    evaluation.gate_unknown_slice,
+    evaluation.gate_unknown_split,
+    evaluation.gate_threshold_impossible,
+    evaluation.gate_wrong_direction,
+    evaluation.data_source_conflict,
+    # what goes together
+    compat.method_modality,
+    compat.task_modality,
+    compat.classification_needs_labels,
+    compat.signal_task_mismatch,
+    compat.signal_fields,
+    compat.extraction_needs_schema,
+    compat.metric_task_mismatch,
+    # contradictions and training practice
+    training.qlora_needs_4bit,
+    training.merge_quantized,
+    training.quantized_needs_adapter,
+    training.packing_with_preference,
+    training.deepspeed_and_fsdp,
+    training.global_batch_mismatch,
+    training.epochs_and_steps,
+    training.full_finetune_high_lr,
+    training.full_finetune_no_regression_gate,
+    training.no_early_stopping,
+    training.no_checkpoint_retention,
+    training.early_stopping_metric_unknown,
+    training.vision_only_setting,
+    # reproducibility
+    provenance.unpinned_revision,
+    provenance.remote_code_unpinned,
+    provenance.revision_on_local_base,
+    provenance.base_scheme,
+    # resources and statistics
+    resources.memory_over_budget,
+    resources.memory_unknown,
+    resources.gate_unresolvable,
+    # files the spec names
+    files.file_not_found,
+    # hardware profiles (`--target`)
+    target.precision_unsupported,
+    target.target_memory,
+    target.needs_cuda,
+)
+
+_BY_CODE = {r.code: r for r in RULES}
+assert len(_BY_CODE) == len(RULES), "duplicate rule code"
+
+
+def rule_for(code: str) -> Rule:
+    return _BY_CODE[code]
+
+
+def rule_for_or_none(code: str) -> Rule | None:
+    return _BY_CODE.get(code)
+
+
+def run_rules(checked: CheckedSpec) -> Iterator[Diagnostic]:
+    skip = {"frontend"} | ({"files"} if checked.options.no_data else set())
+    if checked.options.target is None:
+        skip.add("target")
+    for r in RULES:
+        if r.stage not in skip and r.status == "active":
+            yield from r.run(checked)

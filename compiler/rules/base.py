@@ -1,0 +1,90 @@
+"""What a rule is: a code, a name, a severity, a check function, and its docstring as its docs."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+from ftc.compiler.diagnostics import Diagnostic, Related, Severity
+from ftc.compiler.source import Span
+
+if TYPE_CHECKING:
+    from ftc.compiler.check import CheckedSpec
+
+ERROR = Severity.ERROR
+WARNING = Severity.WARNING
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What a check function yields; the table adds code, name and severity."""
+
+    message: str
+    span: Span | None
+    help: str = ""
+    detail: str = ""
+    related: tuple[Related, ...] = ()
+
+
+Check = Callable[["CheckedSpec"], Iterable[Hit]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    name: str
+    severity: Severity
+    doc: str
+    check: Check | None  # None: emitted by the parser or resolver (the front end)
+    stage: str  # frontend | spec | data | target
+    guard: bool  # an error that may be waived, with a written reason kept in the record
+    status: str = "active"
+
+    @property
+    def summary(self) -> str:
+        return self.doc.strip().splitlines()[0] if self.doc.strip() else self.name
+
+    @property
+    def suppressible(self) -> str:
+        if self.stage == "frontend":
+            return "no"
+        if self.severity is WARNING:
+            return "with a reason"
+        return "with a written reason (kept in the record)" if self.guard else "no"
+
+    def section(self, title: str) -> str:
+        """A docstring section ('Why', 'Example', 'Use instead') as text, dedented."""
+        return doc_sections(self.doc).get(title, "")
+
+    def run(self, spec: CheckedSpec) -> Iterator[Diagnostic]:
+        if self.check is None:
+            return
+        for hit in self.check(spec):
+            yield Diagnostic(self.code, self.name, self.severity, hit.message, hit.span, hit.help,
+                             hit.detail, hit.related)
+
+
+_SECTION = re.compile(r"^(Why|Example|Use instead):\s*$", re.M)
+
+
+def doc_sections(doc: str) -> dict[str, str]:
+    text = inspect.cleandoc(doc)
+    parts = _SECTION.split(text)
+    out = {"Summary": parts[0].strip()}
+    for title, body in zip(parts[1::2], parts[2::2]):
+        lines = body.strip("\n").splitlines()
+        out[title] = inspect.cleandoc("\n".join(lines)) if lines else ""
+    return out
+
+
+def rule(code: str, name: str, severity: Severity, *, guard: bool = False,
+         stage: str = "spec") -> Callable[[Check], Rule]:
+    def wrap(fn: Check) -> Rule:
+        return Rule(code, name, severity, inspect.cleandoc(fn.__doc__ or ""), fn, stage, guard)
+    return wrap
+
+
+def frontend(code: str, name: str, severity: Severity, doc: str) -> Rule:
+    return Rule(code, name, severity, inspect.cleandoc(doc), None, "frontend", False)

@@ -1,0 +1,235 @@
+"""Which method, signal, task and modality go together, and why (DOMAIN.md, 'methods' and 'signals')."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ftc.compiler.check import CheckedSpec
+from ftc.compiler.rules.base import ERROR, Hit, rule
+
+TASKS_BY_MODALITY = {
+    "text": ("generation", "classification", "extraction", "preference", "embedding"),
+    "vision": ("image_classification", "embedding"),
+    "multimodal": ("image_text_contrastive", "embedding"),
+}
+METHODS_BY_MODALITY = {
+    "text": ("full", "lora", "qlora", "adapters", "prompt_tuning", "prefix_tuning"),
+    "vision": ("full", "lora"),
+    "multimodal": ("full", "lora"),
+}
+TASKS_BY_SIGNAL = {
+    "sft": ("generation", "classification", "extraction", "image_classification"),
+    "dpo": ("generation", "preference"),
+    "rlhf": ("generation", "preference"),
+    "contrastive": ("embedding", "image_text_contrastive"),
+}
+METRICS_BY_TASK = {
+    "classification": ("accuracy", "precision", "recall", "f1", "auc", "loss"),
+    "image_classification": ("accuracy", "precision", "recall", "f1", "auc", "loss"),
+    "generation": ("loss", "perplexity", "exact_match", "accuracy", "f1", "format_validity"),
+    "extraction": ("exact_match", "format_validity", "f1", "accuracy", "loss"),
+    "preference": ("accuracy", "loss"),
+    "embedding": ("recall_at_k", "accuracy", "loss"),
+    "image_text_contrastive": ("recall_at_k", "zero_shot_accuracy", "loss"),
+}
+
+
+def _names(xs: tuple[str, ...]) -> str:
+    return ", ".join(f"`{x}`" for x in xs)
+
+
+@rule("FT120", "method-modality", ERROR)
+def method_modality(c: CheckedSpec) -> Iterator[Hit]:
+    """A method that does not apply to the model's modality.
+
+    Why:
+    Prompt tuning and prefix tuning learn token embeddings or attention key/value prefixes, so
+    they exist only for text transformers. QLoRA quantises through bitsandbytes and transformers,
+    and bottleneck adapters are inserted into transformer text blocks: for timm and open_clip
+    models use LoRA or a full fine-tune.
+
+    Example:
+        model { modality vision; base "timm:resnet18"; revision "5f8b7d3"; task image_classification; labels ["cat", "dog"]; params 11M }
+        method prompt_tuning { virtual_tokens 20 }
+        eval { metric accuracy; gate accuracy >= 0.9 on test }
+
+    Use instead:
+        model { modality vision; base "timm:resnet18"; revision "5f8b7d3"; task image_classification; labels ["cat", "dog"]; params 11M }
+        method lora { rank 8 }
+        eval { metric accuracy; gate accuracy >= 0.9 on test }
+    """
+    m, method = c.spec.model, c.spec.method
+    if m is None or method is None:
+        return
+    allowed = METHODS_BY_MODALITY[m.modality]
+    if method.kind not in allowed:
+        yield Hit(f"`method {method.kind}` does not apply to {m.modality} models", method.kind_span,
+                  help=f"for {m.modality} use one of {_names(allowed)}")
+
+
+@rule("FT121", "task-modality", ERROR)
+def task_modality(c: CheckedSpec) -> Iterator[Hit]:
+    """A task that the modality cannot do (an image task on a text model, and so on).
+
+    Why:
+    The task picks the model head, the data contract and the metrics; it must match the modality.
+
+    Example:
+        model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task image_classification; labels ["a", "b"]; params 110M }
+
+    Use instead:
+        model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task classification; labels ["a", "b"]; params 110M }
+    """
+    m = c.spec.model
+    if m is None:
+        return
+    allowed = TASKS_BY_MODALITY[m.modality]
+    if m.task not in allowed:
+        yield Hit(f"task `{m.task}` is not a {m.modality} task", m.at("task"),
+                  help=f"{m.modality} tasks: {_names(allowed)}")
+
+
+@rule("FT122", "classification-needs-labels", ERROR)
+def classification_needs_labels(c: CheckedSpec) -> Iterator[Hit]:
+    """A classification task without its label set.
+
+    Why:
+    The label set fixes the classifier head and the data contract: a row whose label is not in the
+    set is an error, not a new class.
+
+    Example:
+        model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task classification; params 110M }
+
+    Use instead:
+        model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task classification; labels ["billing", "bug", "account"]; params 110M }
+    """
+    m = c.spec.model
+    if m is None or m.task not in ("classification", "image_classification"):
+        return
+    if not m.labels:
+        yield Hit(f"task `{m.task}` needs its labels", m.at("task"),
+                  help='add `labels ["billing", "bug", "account"]` to `model`')
+    elif len(set(m.labels)) != len(m.labels) or len(m.labels) < 2:
+        yield Hit("labels must be at least two distinct names", m.at("labels"),
+                  help="list each class once")
+
+
+@rule("FT123", "signal-task-mismatch", ERROR)
+def signal_task_mismatch(c: CheckedSpec) -> Iterator[Hit]:
+    """A training signal that does not fit the task.
+
+    Why:
+    DPO and RLHF optimise a generative model's outputs, so they need a generative text model.
+    Contrastive training needs an embedding model (or an image-text model). SFT fits generation,
+    classification, extraction and image classification.
+
+    Example:
+        signal dpo { prompt "prompt"; chosen "chosen"; rejected "rejected" }
+
+    Use instead:
+        model { modality text; base "hf:org/decoder"; revision "3f2a9c1"; task generation; params 125M }
+        signal dpo { prompt "prompt"; chosen "chosen"; rejected "rejected" }
+        eval { metric loss; gate loss <= 2.0 on test }
+    """
+    m, sig = c.spec.model, c.spec.signal
+    if m is None or sig is None:
+        return
+    allowed = TASKS_BY_SIGNAL[sig.kind]
+    if m.task not in allowed:
+        why = {"dpo": "DPO needs a generative text model", "rlhf": "RLHF needs a generative text model",
+               "contrastive": "contrastive training needs an embedding or image-text model"}.get(
+            sig.kind, f"`{sig.kind}` does not train a `{m.task}` model")
+        yield Hit(f"`signal {sig.kind}` does not fit task `{m.task}`: {why}", sig.kind_span,
+                  help=f"`signal {sig.kind}` fits tasks {_names(allowed)}",
+                  related=())
+
+
+@rule("FT124", "signal-fields", ERROR)
+def signal_fields(c: CheckedSpec) -> Iterator[Hit]:
+    """A signal without the data fields it trains on, or with two conflicting field sets.
+
+    Why:
+    SFT reads input/target pairs or chat messages; contrastive training reads anchor/positive
+    (text) or image/caption (image-text) pairs. Naming the fields makes the data contract
+    checkable before any GPU is used.
+
+    Example:
+        signal sft { input "text" }
+
+    Use instead:
+        signal sft { input "text"; target "label" }
+    """
+    sig, m = c.spec.signal, c.spec.model
+    if sig is None:
+        return
+    if sig.kind == "sft":
+        pair = sig.input is not None or sig.target is not None
+        if sig.messages is not None and pair:
+            yield Hit("`messages` and `input`/`target` are both given", sig.at("messages"),
+                      help="use chat `messages`, or an `input`/`target` pair, not both")
+        elif sig.messages is None and (sig.input is None or sig.target is None):
+            missing = "target" if sig.input is not None else "input"
+            yield Hit(f"`signal sft` is missing `{missing}`", sig.span,
+                      help='name both fields (`input "text"; target "label"`) or a chat field (`messages "messages"`)')
+    elif sig.kind == "contrastive":
+        text = sig.anchor is not None or sig.positive is not None
+        image = sig.image is not None or sig.caption is not None
+        if text and image:
+            yield Hit("text pair fields and image/caption fields are both given", sig.span,
+                      help="use `anchor`/`positive` (text) or `image`/`caption` (image-text)")
+        elif image and (sig.image is None or sig.caption is None):
+            yield Hit("image-text training needs both `image` and `caption`", sig.span,
+                      help='add `image "image"; caption "caption"`')
+        elif not image and (sig.anchor is None or sig.positive is None):
+            yield Hit("contrastive training needs `anchor` and `positive` fields", sig.span,
+                      help='add `anchor "query"; positive "positive"` (and `negative` for triplets)')
+        elif image and m is not None and m.modality != "multimodal":
+            yield Hit("image/caption pairs need a multimodal model", sig.at("image"),
+                      help="set `modality multimodal` with an open_clip base")
+
+
+@rule("FT125", "extraction-needs-schema", ERROR)
+def extraction_needs_schema(c: CheckedSpec) -> Iterator[Hit]:
+    """An extraction task without the JSON Schema its outputs must satisfy.
+
+    Why:
+    Extraction is judged by strict parsers: format validity (parses and validates against the
+    schema) is a gate-worthy metric only if the schema is declared.
+
+    Example:
+        model { modality text; base "hf:org/decoder"; revision "3f2a9c1"; task extraction; params 125M }
+        signal sft { input "text"; target "json" }
+        eval { metric format_validity; gate format_validity >= 0.99 on test }
+
+    Use instead:
+        model { modality text; base "hf:org/decoder"; revision "3f2a9c1"; task extraction; output_schema "schemas/invoice.json"; params 125M }
+        signal sft { input "text"; target "json" }
+        eval { metric format_validity; gate format_validity >= 0.99 on test }
+    """
+    m = c.spec.model
+    if m is not None and m.task == "extraction" and m.output_schema is None:
+        yield Hit("task `extraction` needs the JSON Schema of its output", m.at("task"),
+                  help='add `output_schema "schemas/output.json"` to `model`')
+
+
+@rule("FT126", "metric-task-mismatch", ERROR)
+def metric_task_mismatch(c: CheckedSpec) -> Iterator[Hit]:
+    """A metric that the task cannot produce (perplexity of a classifier, recall@k of a generator).
+
+    Why:
+    A metric that cannot be computed for the task leaves its gates undecidable.
+
+    Example:
+        eval { metric perplexity; metric f1 macro; gate f1 >= 0.85 on test }
+
+    Use instead:
+        eval { metric f1 macro; gate f1 >= 0.85 on test }
+    """
+    m, ev = c.spec.model, c.spec.eval
+    if m is None or ev is None:
+        return
+    allowed = METRICS_BY_TASK[m.task]
+    for metric in ev.metrics:
+        if metric.name not in allowed:
+            yield Hit(f"metric `{metric.name}` does not apply to task `{m.task}`", metric.span,
+                      help=f"metrics for `{m.task}`: {_names(allowed)}")

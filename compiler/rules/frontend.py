@@ -1,0 +1,237 @@
+"""Codes that the parser and the resolver emit: the language itself (FT0xx)."""
+
+from __future__ import annotations
+
+from ftc.compiler.rules.base import ERROR, WARNING, frontend
+
+SYNTAX_ERROR = frontend("FT001", "syntax-error", ERROR, """
+    The file does not follow the .ftspec grammar.
+
+    Why:
+    A spec that does not parse cannot be checked or run. The message names what was found and
+    what fits there; common mistakes have their own messages from a catalogue of examples.
+
+    Example:
+        method lora { rank 8 alpha 16 }
+        data { train "data/train.jsonl" val "data/val.jsonl" test "data/test.jsonl" }
+        eval { metric f1 macro; gate f1 >= }
+
+    Use instead:
+        eval { metric f1 macro; gate f1 >= 0.85 on test }
+    """)
+
+UNTERMINATED_STRING = frontend("FT002", "unterminated-string", ERROR, """
+    A string is not closed on the line where it starts.
+
+    Why:
+    Strings cannot span lines, so a missing `"` would swallow the rest of the line.
+
+    Example:
+        spec "x" {
+          intent { goal behavior; owner "support-ml }
+        }
+
+    Use instead:
+        intent { goal behavior; owner "support-ml" }
+    """)
+
+MALFORMED_NUMBER = frontend("FT003", "malformed-number", ERROR, """
+    A numeric literal mixes forms, such as a unit inside a ratio.
+
+    Why:
+    Numbers, quantities (24GB), percentages (80%) and ratios (80/10/10) each have one form.
+
+    Example:
+        data { source "data/all.jsonl" split 80%/10/10 }
+
+    Use instead:
+        data { source "data/all.jsonl" split 80/10/10 }
+    """)
+
+UNEXPECTED_CHARACTER = frontend("FT004", "unexpected-character", ERROR, """
+    A character that the language does not use, such as `=` or `:` between a key and its value.
+
+    Why:
+    Settings are written `key value`; the help line names the usual fix for the character found.
+
+    Example:
+        method lora { rank = 8 }
+
+    Use instead:
+        method lora { rank 8 }
+    """)
+
+UNEXPECTED_EOF = frontend("FT005", "unexpected-end-of-file", ERROR, """
+    The file ends inside a block or list, or is empty.
+
+    Why:
+    A truncated spec must not pass; the diagnostic points at the end of the text and at the
+    bracket that was never closed.
+
+    Example:
+        spec "x" {
+          method lora { rank 8
+
+    Use instead:
+        method lora { rank 8 }
+    """)
+
+UNREADABLE_FILE = frontend("FT006", "unreadable-file", ERROR, """
+    The spec file cannot be read as UTF-8 text (missing, a folder, binary, or another encoding).
+
+    Why:
+    ftc reports every input problem as a located diagnostic rather than a traceback.
+    """)
+
+UNKNOWN_BLOCK = frontend("FT010", "unknown-block", ERROR, """
+    A block whose name the language does not know.
+
+    Why:
+    A misspelt block would otherwise be ignored, and its settings silently lost. The help line
+    suggests the closest known name.
+
+    Example:
+        evaluation { metric f1 macro; gate f1 >= 0.85 on test }
+
+    Use instead:
+        eval { metric f1 macro; gate f1 >= 0.85 on test }
+    """)
+
+UNKNOWN_KEY = frontend("FT011", "unknown-key", ERROR, """
+    A key that the block does not have.
+
+    Why:
+    Tools that drop unknown keys silently train with settings the author never chose. ftc refuses
+    them and suggests the closest key, or the block the key belongs in.
+
+    Example:
+        method lora { rnak 8 }
+
+    Use instead:
+        method lora { rank 8 }
+    """)
+
+DUPLICATE_KEY = frontend("FT012", "duplicate-key", ERROR, """
+    The same setting is written twice in one block.
+
+    Why:
+    Which of the two wins would be a guess; the diagnostic points at both.
+
+    Example:
+        method lora { rank 8; rank 16 }
+
+    Use instead:
+        method lora { rank 16 }
+    """)
+
+INVALID_VALUE = frontend("FT013", "invalid-value", ERROR, """
+    A value of the wrong type or out of range for its key.
+
+    Why:
+    Every key has a type (a string, a whole number, a list, a quantity with a unit); the
+    diagnostic points at the value and shows the expected form.
+
+    Example:
+        method lora { rank "eight" }
+
+    Use instead:
+        method lora { rank 8 }
+    """)
+
+UNKNOWN_CHOICE = frontend("FT014", "unknown-choice", ERROR, """
+    A name that is not one of the key's choices (a method, a task, a metric, ...).
+
+    Why:
+    Closed choices catch typos before a run; the help line lists them and suggests the closest.
+
+    Example:
+        method lora { bias some }
+
+    Use instead:
+        method lora { bias none }
+    """)
+
+WRONG_UNIT = frontend("FT015", "wrong-unit", ERROR, """
+    A quantity with an unknown unit, or a unit of the wrong dimension (a time where memory is due).
+
+    Why:
+    `24Gb` or `50s` for memory would silently mean something else.
+
+    Example:
+        budget { gpu_memory 24Gb }
+
+    Use instead:
+        budget { gpu_memory 24GB }
+    """)
+
+UNEXPECTED_ARGUMENT = frontend("FT016", "unexpected-argument", ERROR, """
+    A statement has more arguments than its key takes, and what follows is not another key.
+
+    Why:
+    Settings may share a line (`rank 8 alpha 16`); anything else left over is a mistake.
+
+    Example:
+        method lora { rank 8 16 }
+
+    Use instead:
+        method lora { rank 8; alpha 16 }
+    """)
+
+EXTENDS_ERROR = frontend("FT017", "extends-error", ERROR, """
+    A file named by `extends` is missing, unreadable, or extends itself through a cycle.
+
+    Why:
+    Shared team defaults must be found, or the spec is not what its author believes.
+    """)
+
+IMPLICIT_OVERRIDE = frontend("FT018", "implicit-override", ERROR, """
+    A setting replaces one inherited through `extends` without saying `override`.
+
+    Why:
+    A reviewer must see which team defaults a spec changes; the diagnostic points at the
+    inherited value too.
+    """)
+
+OVERRIDE_NOTHING = frontend("FT019", "override-nothing", ERROR, """
+    `override` on a setting that no file named by `extends` sets.
+
+    Why:
+    The author believes they replace a team default that does not exist (often a typo in the key
+    or in the `extends` path).
+
+    Example:
+        method lora { override rank 8 }
+
+    Use instead:
+        method lora { rank 8 }
+    """)
+
+MISSING_SETTING = frontend("FT020", "missing-setting", ERROR, """
+    A required block or key is absent.
+
+    Why:
+    A spec must say what it trains and how (intent, model, method, signal, data, eval); the help
+    line shows what to add.
+
+    Example:
+        model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; labels ["a", "b"] }
+
+    Use instead:
+        model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task classification; labels ["a", "b"]; params 110M }
+    """)
+
+UNUSED_SUPPRESSION = frontend("FT021", "unused-suppression", WARNING, """
+    An `# ftc: ignore[CODE]` comment that suppresses nothing.
+
+    Why:
+    Stale suppressions hide the next real problem on that line; remove them.
+    """)
+
+INVALID_SUPPRESSION = frontend("FT022", "invalid-suppression", ERROR, """
+    A suppression without a reason, for an unknown code, or for an error that cannot be waived.
+
+    Why:
+    Warnings are suppressed with a reason written beside the code. Refusals that guard evaluation
+    (no held-out test split, too little data, leakage) can be waived only with a written reason,
+    which is kept in the plan and the registry. Other errors cannot be suppressed: fix the spec.
+    """)
