@@ -6,13 +6,13 @@ compiler/resolve.py gives statements their meaning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Union
 
+from ftc.compiler.record import record
 from ftc.compiler.source import Span
 
 
-@dataclass(frozen=True)
+@record
 class Str:
     value: str
     span: Span
@@ -21,7 +21,7 @@ class Str:
         return '"' + self.value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-@dataclass(frozen=True)
+@record
 class Num:
     value: float
     text: str
@@ -32,7 +32,7 @@ class Num:
         return self.text
 
 
-@dataclass(frozen=True)
+@record
 class Quantity:
     """A number with a unit: 24GB, 50ms, 2h, 7B, 4bit."""
 
@@ -45,7 +45,7 @@ class Quantity:
         return self.text
 
 
-@dataclass(frozen=True)
+@record
 class Percent:
     value: float  # 80% -> 80.0
     text: str
@@ -55,7 +55,7 @@ class Percent:
         return self.text
 
 
-@dataclass(frozen=True)
+@record
 class Ratio:
     parts: tuple[float, ...]
     text: str
@@ -65,7 +65,7 @@ class Ratio:
         return self.text
 
 
-@dataclass(frozen=True)
+@record
 class Name:
     """A bare or dotted name: lora, val.loss, test.email."""
 
@@ -80,7 +80,7 @@ class Name:
         return self.text
 
 
-@dataclass(frozen=True)
+@record
 class ListV:
     items: tuple[Value, ...]
     span: Span
@@ -89,7 +89,7 @@ class ListV:
         return "[" + ", ".join(item.show() for item in self.items) + "]"
 
 
-@dataclass(frozen=True)
+@record
 class Compare:
     left: Value
     op: str
@@ -103,7 +103,7 @@ class Compare:
 Value = Union[Str, Num, Quantity, Percent, Ratio, Name, ListV, Compare]
 
 
-@dataclass(frozen=True)
+@record
 class Stmt:
     key: str
     key_span: Span
@@ -113,19 +113,19 @@ class Stmt:
     span: Span
 
 
-@dataclass(frozen=True)
+@record
 class Body:
     stmts: tuple[Stmt, ...]
     span: Span
 
 
-@dataclass(frozen=True)
+@record
 class Comment:
     text: str
     span: Span
 
 
-@dataclass(frozen=True)
+@record
 class SpecFile:
     path: str
     kind: str  # "spec" | "defaults"

@@ -7,12 +7,19 @@ and every diagnostic, sorted. Nothing here imports torch or any ML library.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from ftc.compiler import ast, schema
-from ftc.compiler.diagnostics import Diagnostic, Related, Severity, has_errors, make, sort_diagnostics
+from ftc.compiler.diagnostics import (
+    Diagnostic,
+    Related,
+    Severity,
+    has_errors,
+    make,
+    sort_diagnostics,
+)
 from ftc.compiler.parser import parse
 from ftc.compiler.resolve import Decoded, build, decode, merge, stray_overrides
 from ftc.compiler.source import Source, Span

@@ -11,11 +11,11 @@ import glob
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
-
 from ftc import __version__
 from ftc.compiler.targets import TARGETS
 

@@ -116,3 +116,21 @@ def rules_markdown() -> str:
         summary = r.summary.replace("|", "\\|")
         out.append(f"| {r.code} | {r.name} | {r.severity.value} | {summary} |")
     return "\n".join(out) + "\n"
+
+
+README_START, README_END = "<!-- rules:start -->\n", "<!-- rules:end -->"
+
+
+def readme_with_rules(text: str) -> str:
+    """README.md text with its rule table regenerated from the rule docstrings."""
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    return head + README_START + rules_markdown() + README_END + tail
+
+
+if __name__ == "__main__":  # python -m ftc.compiler.docs README.md: refresh the README's rule table
+    import sys
+    from pathlib import Path
+
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    target.write_text(readme_with_rules(target.read_text(encoding="utf-8")), encoding="utf-8")

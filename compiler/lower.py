@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
-
-from lark import Token, Tree
+from collections.abc import Callable
 
 from ftc.compiler import ast
 from ftc.compiler.diagnostics import Diagnostic, make
 from ftc.compiler.source import Source, Span
+from lark import Token, Tree
 
 _NUM = re.compile(
     r"(?P<num>[-+]?(\d[\d_]*(\.\d+)?|\.\d+)([eE][-+]?\d+)?)(?P<unit>%|[A-Za-z]+)?(?P<ratio>(/\d+(\.\d+)?)*)$"

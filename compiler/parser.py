@@ -11,14 +11,13 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
-from lark import Lark, Token, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from lark.exceptions import LarkError
-
 from ftc.compiler import ast
 from ftc.compiler.diagnostics import Diagnostic, Related, make
 from ftc.compiler.lower import Lowerer
 from ftc.compiler.source import Source, Span
 from ftc.compiler.syntax_errors import CATALOGUE, describe_token
+from lark import Lark, Token, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import LarkError
 
 MAX_SYNTAX_ERRORS = 10
 _SKIPPABLE = {"NAME", "STRING", "NUMLIT", "CMP", "COMMA", "SEMICOLON", "EXTENDS", "SPEC", "DEFAULTS", "OVERRIDE"}
@@ -187,5 +186,5 @@ def parse(source: Source) -> tuple[ast.SpecFile | None, list[Diagnostic]]:
 
 
 def strip_bom(text: str) -> str:
-    return text[1:] if text.startswith("\ufeff") else text
+    return text.removeprefix("\ufeff")
 

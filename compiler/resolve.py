@@ -10,8 +10,9 @@ Three steps, each a plain function:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ftc.compiler import ast
 from ftc.compiler import schema as s
@@ -225,6 +226,11 @@ def merge(parent: Decoded, child: Decoded, report: Report) -> Decoded:
         p, c = parent.entries.get(name, []), child.entries.get(name, [])
         f = s.schema_fields(child.cls).get(name)
         if f is not None and f.metadata.get("repeat"):
+            for e in c:
+                if e.override:
+                    report(make("FT019", f"`override {s.key_name(f)}`: `{s.key_name(f)}` entries accumulate "
+                                         "across `extends`, so there is nothing to replace", e.stmt_span,
+                                help=f"remove `override`; an inherited `{s.key_name(f)}` stays in force"))
             merged.entries[name] = [*p, *c]
         else:
             merged.entries[name] = _merge_one(name, p, c, report)

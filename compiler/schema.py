@@ -7,26 +7,28 @@ statements against these tables; rules read the resulting frozen objects.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import MISSING, field, fields
+from typing import Any
 
 from ftc.compiler import ast
 from ftc.compiler import types as t
 from ftc.compiler.diagnostics import make
+from ftc.compiler.record import record
 from ftc.compiler.source import Span
 
 # ---------------------------------------------------------------------------------------------
 # Composite values (statements with clauses)
 
 
-@dataclass(frozen=True)
+@record
 class DataFile:
     path: str
     rows: int | None
     span: Span
 
 
-@dataclass(frozen=True)
+@record
 class Split:
     ratios: tuple[float, ...]  # fractions summing to 1: train, val, test
     by: str  # random | group | time
@@ -34,21 +36,21 @@ class Split:
     span: Span
 
 
-@dataclass(frozen=True)
+@record
 class Dedup:
     kind: str  # exact | near
     threshold: float | None
     span: Span
 
 
-@dataclass(frozen=True)
+@record
 class MaxLength:
     tokens: int
     policy: str  # truncate | drop
     span: Span
 
 
-@dataclass(frozen=True)
+@record
 class Condition:
     field: str
     op: str
@@ -56,14 +58,14 @@ class Condition:
     span: Span
 
 
-@dataclass(frozen=True)
+@record
 class Slice:
     name: str
     conditions: tuple[Condition, ...]
     span: Span
 
 
-@dataclass(frozen=True)
+@record
 class EarlyStopping:
     patience: int
     metric: str
@@ -71,14 +73,14 @@ class EarlyStopping:
     span: Span
 
 
-@dataclass(frozen=True)
+@record
 class Checkpoints:
     keep: int
     every: int | None  # steps; None = every epoch
     span: Span
 
 
-@dataclass(frozen=True)
+@record
 class Metric:
     name: str
     average: str | None
@@ -86,7 +88,7 @@ class Metric:
     span: Span
 
 
-@dataclass(frozen=True)
+@record
 class Gate:
     metric: str  # accuracy, f1, latency, regression, ...
     qualifier: str | None  # p95 for latency, macro for f1, loss for regression
@@ -312,7 +314,7 @@ def sub(cls: type, doc: str, *, kinds: Mapping[str, type] | None = None, require
     return field(default=None, metadata=meta)
 
 
-@dataclass(frozen=True)
+@record
 class Node:
     """Every block carries its own span and the span of each key the user wrote."""
 
@@ -328,7 +330,7 @@ class Node:
         return name in self.spans
 
 
-@dataclass(frozen=True)
+@record
 class Intent(Node):
     """Why this experiment exists: fine-tune for behaviour, never for knowledge."""
 
@@ -345,7 +347,7 @@ TASKS = ("generation", "classification", "extraction", "preference", "embedding"
          "image_classification", "image_text_contrastive")
 
 
-@dataclass(frozen=True)
+@record
 class Model(Node):
     """The base model and the task it is fine-tuned for."""
 
@@ -369,7 +371,7 @@ class Model(Node):
 _LORA_TARGETS = t.list_of(t.string(), "module names", '["q_proj", "v_proj"]')
 
 
-@dataclass(frozen=True)
+@record
 class FullMethod(Node):
     """Full fine-tune: every weight not frozen trains."""
 
@@ -380,7 +382,7 @@ class FullMethod(Node):
     unfreeze_every: int = key(t.integer(1), "epochs between progressive unfreezing steps", 1)
 
 
-@dataclass(frozen=True)
+@record
 class LoraMethod(Node):
     """LoRA: low-rank update matrices beside frozen weights."""
 
@@ -393,7 +395,7 @@ class LoraMethod(Node):
     merge: bool = key(t.boolean(), "also export weights merged into the base", False)
 
 
-@dataclass(frozen=True)
+@record
 class QLoraMethod(LoraMethod):
     """QLoRA: LoRA over a base quantised to 4-bit."""
 
@@ -403,7 +405,7 @@ class QLoraMethod(LoraMethod):
     compute_dtype: str = key(t.enum("bf16", "fp16", "fp32"), "dtype of the matmuls", "bf16")
 
 
-@dataclass(frozen=True)
+@record
 class AdaptersMethod(Node):
     """Bottleneck adapters inserted in each transformer block."""
 
@@ -412,7 +414,7 @@ class AdaptersMethod(Node):
     dropout: float = key(t.number(0, 0.9), "dropout inside the adapter", 0.0)
 
 
-@dataclass(frozen=True)
+@record
 class PromptTuningMethod(Node):
     """Prompt tuning: learned continuous prompt embeddings; the base stays frozen."""
 
@@ -420,7 +422,7 @@ class PromptTuningMethod(Node):
     init_text: str | None = key(t.string('"Classify the ticket:"'), "initialise from this text")
 
 
-@dataclass(frozen=True)
+@record
 class PrefixTuningMethod(Node):
     """Prefix tuning: learned key/value prefixes in every layer."""
 
@@ -434,7 +436,7 @@ METHODS: dict[str, type] = {"full": FullMethod, "lora": LoraMethod, "qlora": QLo
 ADAPTER_METHODS = ("lora", "qlora", "adapters", "prompt_tuning", "prefix_tuning")
 
 
-@dataclass(frozen=True)
+@record
 class DataFields(Node):
     """Field mapping: canonical name -> column in the data (`fields { text "body" }`)."""
 
@@ -444,7 +446,7 @@ class DataFields(Node):
 FORMATS = ("jsonl", "csv", "parquet", "hf_dataset", "image_folder", "image_table")
 
 
-@dataclass(frozen=True)
+@record
 class Data(Node):
     """Where the data is, how it is split, cleaned and sliced."""
 
@@ -469,7 +471,7 @@ class Data(Node):
         return tuple(n for n in ("train", "val", "test") if getattr(self, n) is not None)
 
 
-@dataclass(frozen=True)
+@record
 class Train(Node):
     """Training settings."""
 
@@ -496,7 +498,7 @@ class Train(Node):
     packing: bool = key(t.boolean(), "pack several short examples per sequence", False)
 
 
-@dataclass(frozen=True)
+@record
 class SftSignal(Node):
     """Supervised fine-tuning on input -> target pairs or chat messages."""
 
@@ -505,7 +507,7 @@ class SftSignal(Node):
     messages: str | None = key(t.string('"messages"'), "chat messages field (instead of input/target)")
 
 
-@dataclass(frozen=True)
+@record
 class DpoSignal(Node):
     """Direct preference optimisation on prompt/chosen/rejected triples."""
 
@@ -515,7 +517,7 @@ class DpoSignal(Node):
     beta: float = key(t.number(0), "strength of the KL penalty", 0.1)
 
 
-@dataclass(frozen=True)
+@record
 class RewardStage(Node):
     """RLHF stage 1: a reward model trained on preference pairs."""
 
@@ -526,7 +528,7 @@ class RewardStage(Node):
     train: Train | None = sub(Train, "the reward model's own training settings")
 
 
-@dataclass(frozen=True)
+@record
 class PolicyStage(Node):
     """RLHF stage 2: the policy optimised against the reward model of stage 1."""
 
@@ -538,7 +540,7 @@ class PolicyStage(Node):
     train: Train | None = sub(Train, "the policy's own training settings")
 
 
-@dataclass(frozen=True)
+@record
 class RlhfSignal(Node):
     """RLHF: a reward model, then policy optimisation driven by it."""
 
@@ -546,7 +548,7 @@ class RlhfSignal(Node):
     policy: PolicyStage | None = sub(PolicyStage, "stage 2: the policy, scored by stage 1", required=True)
 
 
-@dataclass(frozen=True)
+@record
 class ContrastiveSignal(Node):
     """Embedding / contrastive learning with in-batch negatives."""
 
@@ -563,7 +565,7 @@ SIGNALS: dict[str, type] = {"sft": SftSignal, "dpo": DpoSignal, "rlhf": RlhfSign
 SIGNAL_ALIASES = {"embedding": "contrastive"}
 
 
-@dataclass(frozen=True)
+@record
 class Eval(Node):
     """Metrics and the gates a model must pass to be promoted."""
 
@@ -572,7 +574,7 @@ class Eval(Node):
     latency_warmup: int = key(t.integer(0), "requests before latency is measured", 5)
 
 
-@dataclass(frozen=True)
+@record
 class Budget(Node):
     """Resources: checked against the memory estimate."""
 
@@ -585,7 +587,7 @@ class Budget(Node):
     max_time: float | None = key(t.quantity("time"), "wall-clock limit, e.g. 2h")
 
 
-@dataclass(frozen=True)
+@record
 class Spec(Node):
     """One fine-tuning experiment."""
 

@@ -8,8 +8,9 @@ so settings can share a line the way the spec reads best, and each key still has
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ftc.compiler import ast
 from ftc.compiler.diagnostics import Diagnostic, make

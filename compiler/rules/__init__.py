@@ -5,10 +5,19 @@ rule keeps its code with status `removed`. Each rule's docstring is its document
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from ftc.compiler.rules import (
-    compat, evaluation, files, frontend, intent, provenance, resources, target, training,
+    compat,
+    evaluation,
+    files,
+    frontend,
+    intent,
+    provenance,
+    resources,
+    target,
+    training,
 )
 from ftc.compiler.rules.base import Rule
 

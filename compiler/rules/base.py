@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ftc.compiler.diagnostics import Diagnostic, Related, Severity
 from ftc.compiler.source import Span
@@ -66,7 +67,7 @@ class Rule:
                              hit.detail, hit.related)
 
 
-_SECTION = re.compile(r"^(Why|Example|Use instead):\s*$", re.M)
+_SECTION = re.compile(r"^(Why|Example|Use instead):\s*$", re.MULTILINE)
 
 
 def doc_sections(doc: str) -> dict[str, str]:

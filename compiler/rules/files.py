@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ftc.compiler import schema as s
 from ftc.compiler.check import CheckedSpec

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ftc.compiler.check import CheckedSpec
 from ftc.compiler.rules.base import ERROR, Hit, rule

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ftc.compiler.check import CheckedSpec
 from ftc.compiler.estimate import _is_local
 from ftc.compiler.rules.base import ERROR, WARNING, Hit, rule
-
 
 SCHEMES = ("hf:", "timm:", "open_clip:")
 

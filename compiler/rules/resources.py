@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 from ftc.compiler import estimate as est
 from ftc.compiler import schema as s

@@ -3,7 +3,7 @@ hardware-free. Profiles are facts about common accelerators (compiler/targets.py
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ftc.compiler import schema as s
 from ftc.compiler.check import CheckedSpec
