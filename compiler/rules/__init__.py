@@ -59,6 +59,7 @@ RULES: tuple[Rule, ...] = (
     evaluation.gate_threshold_impossible,
     evaluation.gate_wrong_direction,
     evaluation.data_source_conflict,
+    evaluation.unused_field_mapping,
     # what goes together
     compat.method_modality,
     compat.task_modality,

@@ -270,6 +270,61 @@ def data_source_conflict(c: CheckedSpec) -> Iterator[Hit]:
     elif data.source is not None and data.split is None:
         yield Hit("`source` needs a `split` to make train/val/test", data.at("source"),
                   help="add `split 80/10/10` (optionally `by group \"field\"` or `by time \"field\"`)")
+    elif data.stratify is not None and data.split is None:
+        yield Hit("`stratify` applies to a `split`, and the data is pre-split", data.at("stratify"),
+                  help="remove `stratify`, or use `source` with `split` and `stratify`")
     elif data.source is None and data.train is None:
         yield Hit("no training data: give `train` (with `val`/`test`) or a `source` with `split`", data.span,
                   help='add `train "data/train.jsonl"`')
+
+
+def _used_fields(c: CheckedSpec) -> set[str]:
+    spec = c.spec
+    used: set[str] = set()
+    sig = spec.signal
+    if sig is not None:
+        for name in ("input", "target", "messages", "prompt", "chosen", "rejected", "anchor", "positive",
+                     "negative", "image", "caption"):
+            value = getattr(sig, name, None)
+            if isinstance(value, str):
+                used.add(value)
+    data = spec.data
+    if data is not None:
+        used.update(cond.field for sl in data.slices for cond in sl.conditions)
+        if data.split is not None and data.split.key:
+            used.add(data.split.key)
+        if data.stratify:
+            used.add(data.stratify)
+    return used
+
+
+@rule("FT119", "unused-field-mapping", WARNING)
+def unused_field_mapping(c: CheckedSpec) -> Iterator[Hit]:
+    """A `fields` mapping that nothing in the spec uses.
+
+    Why:
+    `fields { text "body" }` renames the data's `body` column to `text` for this spec. A mapped name
+    that no signal field, slice, split key or stratify field uses does nothing: usually a typo on
+    one side.
+
+    Example:
+        data {
+          train "data/train.jsonl" rows 2000; val "data/val.jsonl" rows 300; test "data/test.jsonl" rows 300
+          fields { txt "body" }
+        }
+
+    Use instead:
+        data {
+          train "data/train.jsonl" rows 2000; val "data/val.jsonl" rows 300; test "data/test.jsonl" rows 300
+          fields { text "body" }
+        }
+    """
+    data = c.spec.data
+    if data is None or data.fields is None:
+        return
+    used = _used_fields(c)
+    for name in data.fields.mapping:
+        if name not in used:
+            from ftc.compiler.types import suggest
+            yield Hit(f"the mapped field `{name}` is not used by the signal, a slice or the split", data.fields.at(name),
+                      help=f"{suggest(name, sorted(used))}name a field that the spec uses, or remove the mapping")
