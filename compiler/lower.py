@@ -29,37 +29,35 @@ class Lowerer:
     def span_tok(self, tok: Token) -> Span:
         return self.source.span(tok.start_pos or 0, tok.end_pos or 0)
 
-    def span_tree(self, tree: Tree) -> Span:
+    def span_tree(self, tree: Tree[Token]) -> Span:
         meta = tree.meta
         if getattr(meta, "empty", True):
             return self.source.span(0, 0)
         return self.source.span(meta.start_pos, meta.end_pos)
 
-    def file(self, tree: Tree, comments: tuple[ast.Comment, ...]) -> ast.SpecFile:
+    def file(self, tree: Tree[Token], comments: tuple[ast.Comment, ...]) -> ast.SpecFile:
         extends: list[ast.Str] = []
-        root: Tree | None = None
+        root: Tree[Token] | None = None
         for child in tree.children:
             if isinstance(child, Tree) and child.data == "header":
                 extends.append(self.string(child.children[1]))
             elif isinstance(child, Tree):
                 root = child
         assert root is not None  # the grammar requires a root
-        if root.data == "spec":
-            name: ast.Str | None = self.string(root.children[1])
-            body = self.body(root.children[2])
-        else:
-            name = None
-            body = self.body(root.children[1])
+        body_tree = root.children[-1]
+        assert isinstance(body_tree, Tree)
+        name = self.string(root.children[1]) if root.data == "spec" else None
+        body = self.body(body_tree)
         return ast.SpecFile(
             self.source.path, str(root.data), name, tuple(extends), body,
             self.source.span(0, len(self.source.text)), comments,
         )
 
-    def body(self, tree: Tree) -> ast.Body:
+    def body(self, tree: Tree[Token]) -> ast.Body:
         stmts = tuple(self.stmt(c) for c in tree.children if isinstance(c, Tree))
         return ast.Body(stmts, self.span_tree(tree))
 
-    def stmt(self, tree: Tree) -> ast.Stmt:
+    def stmt(self, tree: Tree[Token]) -> ast.Stmt:
         override = False
         key: Token | None = None
         args: list[ast.Value] = []
@@ -76,7 +74,7 @@ class Lowerer:
         assert key is not None
         return ast.Stmt(str(key), self.span_tok(key), tuple(args), body, override, self.span_tree(tree))
 
-    def value(self, node: Tree | Token) -> ast.Value:
+    def value(self, node: Tree[Token] | Token) -> ast.Value:
         assert isinstance(node, Tree), node
         kind = node.data
         if kind == "string":
@@ -93,13 +91,13 @@ class Lowerer:
             return ast.Compare(self.value(left), str(op), self.value(right), self.span_tree(node))
         raise AssertionError(f"unknown tree {kind}")
 
-    def string(self, tok: Token | Tree) -> ast.Str:
+    def string(self, tok: Token | Tree[Token]) -> ast.Str:
         assert isinstance(tok, Token)
         raw = str(tok)[1:-1]
         value = re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), raw)
         return ast.Str(value, self.span_tok(tok))
 
-    def number(self, tok: Token | Tree) -> ast.Value:
+    def number(self, tok: Token | Tree[Token]) -> ast.Value:
         assert isinstance(tok, Token)
         text = str(tok)
         span = self.span_tok(tok)

@@ -16,7 +16,7 @@ from dataclasses import MISSING, Field, FrozenInstanceError
 from typing import Any, TypeVar, dataclass_transform
 
 T = TypeVar("T")
-_FIELD = dataclasses._FIELD
+_FIELD = getattr(dataclasses, "_FIELD")  # noqa: B009 (private; mypy does not know it)
 
 
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -78,17 +78,17 @@ def record(cls: type[T]) -> type[T]:
         table.update(getattr(base, "__dataclass_fields__", {}))
     for name, annotation in cls.__dict__.get("__annotations__", {}).items():
         default = cls.__dict__.get(name, MISSING)
-        f = default if isinstance(default, Field) else dataclasses.field(default=default)
+        f: Field[Any] = default if isinstance(default, Field) else dataclasses.field(default=default)
         f.name, f.type = name, annotation
-        f._field_type = _FIELD  # type: ignore[attr-defined]  # what dataclasses.fields() looks for
+        setattr(f, "_field_type", _FIELD)  # what dataclasses.fields() looks for
         table[name] = f
         if isinstance(default, Field):
             if f.default is MISSING:
                 delattr(cls, name)
             else:
                 setattr(cls, name, f.default)
-    cls.__dataclass_fields__ = table
-    cls.__record_fields__ = tuple(table.values())
+    setattr(cls, "__dataclass_fields__", table)  # noqa: B010 (mypy: type[T] has no such attribute)
+    setattr(cls, "__record_fields__", tuple(table.values()))  # noqa: B010
     methods: dict[str, Callable[..., Any]] = {"__init__": _init, "__setattr__": _setattr, "__delattr__": _delattr,
                                               "__eq__": _eq, "__hash__": _hash, "__repr__": _repr}
     for name, fn in methods.items():

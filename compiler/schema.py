@@ -118,7 +118,7 @@ def sig_data_file(args: t.Args, key_span: Span, key: str) -> t.Parsed:
 
 def sig_split(args: t.Args, key_span: Span, key: str) -> t.Parsed:
     v = t._need(args, key_span, key, "ratios such as `80/10/10`")
-    if not isinstance(v, t.ast.Ratio):
+    if not isinstance(v, ast.Ratio):
         raise t._wrong(v, key, "ratios for train/val/test", "`split 80/10/10`")
     total = sum(v.parts)
     if len(v.parts) not in (2, 3) or total <= 0 or any(p <= 0 for p in v.parts):
@@ -144,7 +144,7 @@ def sig_dedup(args: t.Args, key_span: Span, key: str) -> t.Parsed:
     used, threshold = 1, None
     if kind == "near":
         threshold = 0.85
-        if len(args) > 1 and isinstance(args[1], t.ast.Num):
+        if len(args) > 1 and isinstance(args[1], ast.Num):
             threshold = t.number(0.5, 1.0)(args[1:], args[0].span, "dedup near").value
             used = 2
     sp = _span(args, used, key_span)
@@ -154,21 +154,21 @@ def sig_dedup(args: t.Args, key_span: Span, key: str) -> t.Parsed:
 def sig_max_length(args: t.Args, key_span: Span, key: str) -> t.Parsed:
     tokens = t.integer(1)(args, key_span, key).value
     used, policy = 1, "truncate"
-    if len(args) > 1 and isinstance(args[1], t.ast.Name) and args[1].text in ("truncate", "drop"):
+    if len(args) > 1 and isinstance(args[1], ast.Name) and args[1].text in ("truncate", "drop"):
         policy, used = args[1].text, 2
     sp = _span(args, used, key_span)
     return t.Parsed(MaxLength(tokens, policy, sp), used, sp)
 
 
-def _condition(v: t.ast.Value) -> Condition:
-    if not isinstance(v, t.ast.Compare) or not isinstance(v.left, t.ast.Name):
+def _condition(v: ast.Value) -> Condition:
+    if not isinstance(v, ast.Compare) or not isinstance(v.left, ast.Name):
         raise t._wrong(v, "where", 'a comparison such as `channel == "email"`', '`where channel == "email"`')
     right = v.right
-    if isinstance(right, t.ast.Str):
+    if isinstance(right, ast.Str):
         value: str | float = right.value
-    elif isinstance(right, t.ast.Num):
+    elif isinstance(right, ast.Num):
         value = right.value
-    elif isinstance(right, t.ast.Name) and right.text in ("true", "false"):
+    elif isinstance(right, ast.Name) and right.text in ("true", "false"):
         value = right.text
     else:
         raise t._wrong(right, "where", "a string or a number", '`where channel == "email"`')
@@ -177,7 +177,7 @@ def _condition(v: t.ast.Value) -> Condition:
 
 def sig_slice(args: t.Args, key_span: Span, key: str) -> t.Parsed:
     v = t._need(args, key_span, key, "a name and a filter")
-    if not isinstance(v, t.ast.Name) or len(v.parts) != 1:
+    if not isinstance(v, ast.Name) or len(v.parts) != 1:
         raise t._wrong(v, key, "a slice name", '`slice email where channel == "email"`')
     if not t.keyword(args, 1, "where") or len(args) < 3:
         raise t.SigError(make("FT013", f"`slice {v.text}` needs a filter", v.span,
@@ -199,7 +199,7 @@ def sig_early_stopping(args: t.Args, key_span: Span, key: str) -> t.Parsed:
     used, metric, delta = 2, "val.loss", 0.0
     if t.keyword(args, used, "on"):
         m = t._need(args[used + 1:], args[used].span, "on", "a metric such as `val.loss`")
-        if not isinstance(m, t.ast.Name):
+        if not isinstance(m, ast.Name):
             raise t._wrong(m, "on", "a metric such as `val.loss`", f"`{key} patience 2 on val.loss`")
         metric, used = m.text, used + 2
     if t.keyword(args, used, "min_delta"):
@@ -239,7 +239,7 @@ def sig_metric(args: t.Args, key_span: Span, key: str) -> t.Parsed:
     used, average, k = 1, None, None
     if name in ("precision", "recall", "f1"):
         average = "macro"
-        if len(args) > 1 and isinstance(args[1], t.ast.Name) and args[1].text in AVERAGES:
+        if len(args) > 1 and isinstance(args[1], ast.Name) and args[1].text in AVERAGES:
             average, used = args[1].text, 2
     elif name == "recall_at_k":
         k = t.integer(1)(args[1:], v.span, "recall_at_k").value
@@ -251,7 +251,7 @@ def sig_metric(args: t.Args, key_span: Span, key: str) -> t.Parsed:
 def sig_gate(args: t.Args, key_span: Span, key: str) -> t.Parsed:
     v = t._need(args, key_span, key, "a comparison such as `f1 >= 0.85`")
     example = "`gate f1 >= 0.85 on test`"
-    if not isinstance(v, t.ast.Compare) or not isinstance(v.left, t.ast.Name):
+    if not isinstance(v, ast.Compare) or not isinstance(v.left, ast.Name):
         raise t._wrong(v, key, "a comparison such as `f1 >= 0.85`", example)
     parts = v.left.parts
     metric = parts[0]
@@ -259,9 +259,9 @@ def sig_gate(args: t.Args, key_span: Span, key: str) -> t.Parsed:
     right = v.right
     if metric == "latency":
         threshold = t.quantity_value(right, "latency gate", "time")
-    elif isinstance(right, t.ast.Percent):
+    elif isinstance(right, ast.Percent):
         threshold = right.value / 100
-    elif isinstance(right, t.ast.Num):
+    elif isinstance(right, ast.Num):
         threshold = right.value
     else:
         raise t._wrong(right, key, "a number (or a percentage) after the comparison", example)
@@ -269,18 +269,18 @@ def sig_gate(args: t.Args, key_span: Span, key: str) -> t.Parsed:
     while used < len(args):
         if t.keyword(args, used, "vs") and used + 1 < len(args):
             target = args[used + 1]
-            if isinstance(target, t.ast.Str):
+            if isinstance(target, ast.Str):
                 versus = target.value
-            elif isinstance(target, t.ast.Name) and target.text == "base":
+            elif isinstance(target, ast.Name) and target.text == "base":
                 versus = "base"
             else:
                 raise t._wrong(target, "vs", "`base` or a model path", "`gate regression <= 0.02 vs base`")
             used += 2
         elif t.keyword(args, used, "on") and used + 1 < len(args):
             target = args[used + 1]
-            if isinstance(target, t.ast.Str):
+            if isinstance(target, ast.Str):
                 dataset = target.value
-            elif isinstance(target, t.ast.Name) and len(target.parts) <= 2:
+            elif isinstance(target, ast.Name) and len(target.parts) <= 2:
                 split = target.parts[0]
                 slc = target.parts[1] if len(target.parts) == 2 else None
             else:
@@ -609,11 +609,12 @@ def schema_fields(cls: type) -> dict[str, Any]:
 
 def key_name(f: Any) -> str:
     """The word users write: `metric` for the repeated field `metrics`, and so on."""
-    return {"metrics": "metric", "gates": "gate", "slices": "slice"}.get(f.name, f.name)
+    name: str = f.name
+    return {"metrics": "metric", "gates": "gate", "slices": "slice"}.get(name, name)
 
 
 def has_default(f: Any) -> bool:
     return f.default is not MISSING or f.default_factory is not MISSING
 
 
-_ = ast  # the AST module is referenced by signatures through `t.ast`
+

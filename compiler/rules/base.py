@@ -29,6 +29,11 @@ class Hit:
     related: tuple[Related, ...] = ()
 
 
+def related(span: Span | None, message: str) -> tuple[Related, ...]:
+    """A related location, or none when the span is unknown (a default value has no span)."""
+    return (Related(span, message),) if span is not None else ()
+
+
 Check = Callable[["CheckedSpec"], Iterable[Hit]]
 
 

@@ -6,8 +6,7 @@ from collections.abc import Iterator
 
 from ftc.compiler import schema as s
 from ftc.compiler.check import CheckedSpec
-from ftc.compiler.diagnostics import Related
-from ftc.compiler.rules.base import ERROR, WARNING, Hit, rule
+from ftc.compiler.rules.base import ERROR, WARNING, Hit, related, rule
 
 
 @rule("FT110", "no-test-split", ERROR, guard=True)
@@ -263,7 +262,7 @@ def data_source_conflict(c: CheckedSpec) -> Iterator[Hit]:
     if data.source is not None and files:
         yield Hit(f"`source` and pre-split files ({', '.join(files)}) are both given", data.at("source"),
                   help="use either pre-split `train`/`val`/`test` files, or one `source` with `split`",
-                  related=(Related(data.at(files[0]) or data.at("source"), "pre-split file here"),) if data.at(files[0]) else ())
+                  related=related(data.at(files[0]), "pre-split file here"))
     elif data.split is not None and data.source is None:
         yield Hit("`split` divides a `source`, but no `source` is given", data.split.span,
                   help='add `source "data/all.jsonl"`, or drop `split` and give train/val/test files')

@@ -6,8 +6,7 @@ from collections.abc import Iterator
 
 from ftc.compiler import schema as s
 from ftc.compiler.check import CheckedSpec
-from ftc.compiler.diagnostics import Related
-from ftc.compiler.rules.base import ERROR, WARNING, Hit, rule
+from ftc.compiler.rules.base import ERROR, WARNING, Hit, related, rule
 
 FULL_FT_MAX_LR = 5e-5  # DOMAIN.md: a full fine-tune only with a small learning rate
 
@@ -86,7 +85,7 @@ def quantized_needs_adapter(c: CheckedSpec) -> Iterator[Hit]:
     if method is not None and model is not None and method.kind == "full" and model.quantize in ("4bit", "8bit"):
         yield Hit(f"a {model.quantize} base cannot be fully fine-tuned", model.at("quantize"),
                   help="use `method lora` (or qlora for 4-bit), or drop `quantize`",
-                  related=(Related(method.kind_span, "full fine-tune here"),) if method.kind_span else ())
+                  related=related(method.kind_span, "full fine-tune here"))
 
 
 @rule("FT133", "packing-with-preference", ERROR)
@@ -192,7 +191,7 @@ def epochs_and_steps(c: CheckedSpec) -> Iterator[Hit]:
     tr = c.spec.train
     if tr is not None and tr.epochs is not None and tr.steps is not None:
         yield Hit("`epochs` and `steps` are both given", tr.at("steps"), help="keep one of them",
-                  related=(Related(tr.at("epochs"), "epochs set here"),) if tr.at("epochs") else ())
+                  related=related(tr.at("epochs"), "epochs set here"))
 
 
 @rule("FT140", "full-finetune-high-lr", WARNING)
