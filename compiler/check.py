@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ftc.compiler import ast, schema
@@ -42,6 +42,12 @@ class CheckedSpec:
     base_dir: Path  # relative data and model paths resolve against the spec's folder
     sources: Mapping[str, Source]
     options: CheckOptions = field(default_factory=CheckOptions)
+    data: Any = None  # compiler.data.analyze.DataReport once the data has been read
+
+    @property
+    def sizes(self) -> Mapping[str, int]:
+        """Realised split sizes when the data was read, else {}."""
+        return getattr(self.data, "sizes", {}) if self.data is not None else {}
 
     def resolve_path(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -155,8 +161,22 @@ def check_file(path: Path, options: CheckOptions = CheckOptions()) -> FileResult
     assert root.name is not None
     checked = CheckedSpec(shown, root.name.value, spec, path.parent, loader.sources, options)
     if not has_errors(loader.diags):
+        if not options.no_data:
+            checked = _with_data(checked)
         loader.diags.extend(run_rules(checked))
     return _result(shown, "spec", checked, loader)
+
+
+def _with_data(checked: CheckedSpec) -> CheckedSpec:
+    """Read the data unless a file is missing (FT180 says which)."""
+    from ftc.compiler.data.analyze import analyze
+    from ftc.compiler.rules.files import named_files
+
+    if checked.spec.data is None:
+        return checked
+    if any(not checked.resolve_path(p).exists() for _, p, _ in named_files(checked)):
+        return checked
+    return replace(checked, data=analyze(checked))
 
 
 def _result(shown: str, kind: str, checked: CheckedSpec | None, loader: _Loader) -> FileResult:
@@ -164,5 +184,3 @@ def _result(shown: str, kind: str, checked: CheckedSpec | None, loader: _Loader)
     diags, waivers = apply_suppressions(loader.diags, comments)
     return FileResult(shown, kind, checked, tuple(sort_diagnostics(diags)), loader.sources, tuple(waivers))
 
-
-_ = (Related, Severity)

@@ -36,9 +36,10 @@ class Diagnostic:
     related: tuple[Related, ...] = ()
     suppressed_reason: str | None = field(default=None, compare=False)
 
-    def sort_key(self) -> tuple[str, int, str, str]:
-        path, start = self.span.sort_key() if self.span else ("", -1)
-        return (path, start, self.code, self.message)
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        if self.span is None:
+            return ("", -1, -1, self.code, self.message)
+        return (self.span.path, self.span.line, self.span.column, self.code, self.message)
 
     def with_severity(self, severity: Severity) -> Diagnostic:
         return replace(self, severity=severity)

@@ -458,6 +458,9 @@ class Data(Node):
     split: Split | None = key(sig_split, "ratios and strategy: `split 80/10/10 by group \"customer_id\"`")
     seed: int = key(t.integer(0), "seed of the split", 0)
     stratify: str | None = key(t.string('"label"'), "field to stratify the split by (classification)")
+    group: str | None = key(t.string('"customer_id"'),
+                            "rows sharing this field must stay in one split (checked across pre-split files)")
+    time: str | None = key(t.string('"created_at"'), "time field: evaluation rows must come after training rows")
     image_root: str | None = key(t.string('"data/images"'), "folder that image paths are relative to")
     dedup: Dedup | None = key(sig_dedup, "`exact` or `near 0.85` deduplication")
     max_length: MaxLength | None = key(sig_max_length, "max sequence length and `truncate`/`drop` policy")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ftc.compiler.rules import (
     compat,
+    data,
     evaluation,
     files,
     frontend,
@@ -93,6 +94,26 @@ RULES: tuple[Rule, ...] = (
     resources.gate_unresolvable,
     # files the spec names
     files.file_not_found,
+    # the data itself (read unless --no-data)
+    data.data_unreadable,
+    data.malformed_row,
+    data.too_little_data,
+    data.too_little_for_full,
+    data.leakage_exact,
+    data.leakage_near,
+    data.leakage_group,
+    data.leakage_time,
+    data.duplicates_in_train,
+    data.class_imbalance,
+    data.degenerate_data,
+    data.preference_identical,
+    data.preference_length_bias,
+    data.private_data,
+    data.over_length,
+    data.vision_data,
+    data.no_early_stopping_small_data,
+    data.slice_empty,
+    data.label_unseen,
     # hardware profiles (`--target`)
     target.precision_unsupported,
     target.target_memory,
@@ -112,7 +133,7 @@ def rule_for_or_none(code: str) -> Rule | None:
 
 
 def run_rules(checked: CheckedSpec) -> Iterator[Diagnostic]:
-    skip = {"frontend"} | ({"files"} if checked.options.no_data else set())
+    skip = {"frontend"} | ({"files", "data"} if checked.options.no_data else set())
     if checked.options.target is None:
         skip.add("target")
     for r in RULES:

@@ -103,8 +103,8 @@ def gate_unresolvable(c: CheckedSpec) -> Iterator[Hit]:
     Why:
     Even a perfect score on n examples shows, at 95% confidence, only that the true rate is at
     least 0.05^(1/n) (the exact one-sided bound); `accuracy >= 0.99` needs at least 299 test
-    examples, so on 50 the gate passes by luck or fails by noise. The size comes from `rows`
-    declared on the test file (the data-aware checks use the real size).
+    examples, so on 50 the gate passes by luck or fails by noise. The size is the real test split's
+    when the data is read, else the `rows` declared on the test file (or source and split).
 
     Example:
         data { train "data/train.jsonl" rows 2000; val "data/val.jsonl" rows 300; test "data/test.jsonl" rows 50 }
@@ -117,7 +117,7 @@ def gate_unresolvable(c: CheckedSpec) -> Iterator[Hit]:
     data, ev = c.spec.data, c.spec.eval
     if data is None or ev is None:
         return
-    n = _test_size(data)
+    n = c.sizes.get("test") if c.sizes else _test_size(data)
     if n is None:
         return
     for g in ev.gates:

@@ -201,7 +201,7 @@ def full_finetune_high_lr(c: CheckedSpec) -> Iterator[Hit]:
     Why:
     Updating every weight with a large step erases what the base model knew (catastrophic
     forgetting). Full fine-tunes use small learning rates (1e-5 to 5e-5); large rates are for
-    adapters such as LoRA.
+    adapters such as LoRA. When the data is read and holds 10,000 rows or more, the rule is quiet.
 
     Example:
         method full { }
@@ -214,6 +214,8 @@ def full_finetune_high_lr(c: CheckedSpec) -> Iterator[Hit]:
         eval { metric f1 macro; gate f1 >= 0.85 on test; gate regression <= 0.02 vs base on "data/general.jsonl" }
     """
     method, tr = c.spec.method, c.spec.train
+    if c.sizes.get("train", 0) >= 10_000:
+        return  # with 10,000+ rows a full fine-tune may use a larger rate (DOMAIN.md)
     if method is not None and tr is not None and method.kind == "full" and tr.learning_rate > FULL_FT_MAX_LR:
         yield Hit(f"learning rate {tr.learning_rate:g} is high for a full fine-tune (above {FULL_FT_MAX_LR:g})",
                   tr.at("learning_rate"),
@@ -251,7 +253,8 @@ def no_early_stopping(c: CheckedSpec) -> Iterator[Hit]:
 
     Why:
     Early stopping is mandatory in small-data regimes: without it, training runs past the point
-    where validation loss starts rising and the model overfits.
+    where validation loss starts rising and the model overfits. When the data is read and holds
+    fewer than 10,000 training rows, FT217 refuses the spec instead.
 
     Example:
         train { epochs 3; learning_rate 2e-4; checkpoints keep 2 }
@@ -260,6 +263,8 @@ def no_early_stopping(c: CheckedSpec) -> Iterator[Hit]:
         train { epochs 3; learning_rate 2e-4; early_stopping patience 2 on val.loss; checkpoints keep 2 }
     """
     tr = c.spec.train
+    if 0 < c.sizes.get("train", 0) < 10_000:
+        return  # FT217 refuses this on small data
     if tr is not None and tr.early_stopping is None:
         yield Hit("no early stopping", tr.span or (c.spec.data.span if c.spec.data else None),
                   help="add `early_stopping patience 2 on val.loss` to `train`")

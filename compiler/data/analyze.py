@@ -1,0 +1,160 @@
+"""Read the data a spec names, check rows against their contract, realise the splits.
+
+`analyze(checked)` returns a DataReport: the tables read, the realised parts (train/val/test)
+with sizes and content hashes, and the located problems met on the way. Data rules
+(compiler/rules/data.py) read the report; the plan and the registry record its sizes and hashes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftc.compiler import schema as s
+from ftc.compiler.data.splits import Part, presplit, split_source
+from ftc.compiler.data.table import RowProblem, Table
+
+if TYPE_CHECKING:
+    from ftc.compiler.check import CheckedSpec
+
+
+@dataclass
+class DataReport:
+    sizes: dict[str, int] = field(default_factory=dict)  # realised split sizes
+    hashes: dict[str, str] = field(default_factory=dict)  # content hash per split
+    parts: dict[str, Part] = field(default_factory=dict)  # rows (absent when restored from cache)
+    tables: list[Table] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
+    bad_rows: dict[str, int] = field(default_factory=dict)  # display path -> rows not usable
+    stages: dict[str, dict[str, Part]] = field(default_factory=dict)  # rlhf stage -> parts
+
+    def summary(self) -> dict[str, Any]:
+        return {"sizes": self.sizes, "hashes": self.hashes}
+
+
+def _read(c: CheckedSpec, data: s.Data, path: str, mapping: dict[str, str]) -> Table:
+    from ftc.compiler.data.contracts import apply_mapping
+    from ftc.compiler.data.readers import read_table
+
+    from ftc.compiler.check import display_path
+
+    real = c.resolve_path(path)
+    root = c.resolve_path(data.image_root) if data.image_root else None
+    table = read_table(real, display_path(real), data.format, image_root=root)
+    if mapping:
+        table.rows = apply_mapping(table.rows, mapping)
+    return table
+
+
+def _validate(c: CheckedSpec, table: Table, stage: str | None, report: DataReport) -> None:
+    from ftc.compiler.data.contracts import row_schema, validate_rows
+
+    output_schema = None
+    model = c.spec.model
+    if model is not None and model.output_schema is not None:
+        try:
+            output_schema = json.loads(c.resolve_path(model.output_schema).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            report.problems.append(RowProblem(model.output_schema, None, None,
+                                              f"cannot read the output schema: {err}", "fix the JSON Schema file"))
+    schema = row_schema(c.spec, stage, output_schema=output_schema)
+    problems, invalid = validate_rows(table, schema)
+    report.problems.extend(problems)
+    if invalid:
+        # rows that break the contract are left out of the analysis (and counted)
+        bad = {p.line for p in problems}
+        report.bad_rows[table.path] = report.bad_rows.get(table.path, 0) + invalid
+        _ = bad
+
+
+def _parts(c: CheckedSpec, data: s.Data, stage: str | None, report: DataReport) -> dict[str, Part]:
+    mapping = dict(data.fields.mapping) if data.fields is not None else {}
+    if data.source is not None and data.split is not None:
+        table = _read(c, data, data.source.path, mapping)
+        report.tables.append(table)
+        _collect(table, report)
+        _validate(c, table, stage, report)
+        parts, problems = split_source(table, data.split.ratios, data.split.by, data.split.key, data.seed,
+                                       data.stratify)
+        report.problems.extend(problems)
+        return parts
+    tables: dict[str, Table] = {}
+    for name in ("train", "val", "test"):
+        f = getattr(data, name)
+        if f is not None:
+            table = _read(c, data, f.path, mapping)
+            report.tables.append(table)
+            _collect(table, report)
+            _validate(c, table, stage, report)
+            tables[name] = table
+    return presplit(tables)
+
+
+def _collect(table: Table, report: DataReport) -> None:
+    report.problems.extend(table.problems)
+    if table.bad_rows:
+        report.bad_rows[table.path] = report.bad_rows.get(table.path, 0) + table.bad_rows
+
+
+def analyze(c: CheckedSpec) -> DataReport:
+    report = DataReport()
+    spec = c.spec
+    if spec.data is not None:
+        report.parts = _parts(c, spec.data, None, report)
+        report.sizes = {n: len(p) for n, p in report.parts.items()}
+        report.hashes = {n: p.sha256 for n, p in report.parts.items()}
+    sig = spec.signal
+    if sig is not None and sig.kind == "rlhf":
+        for stage in ("reward", "policy"):
+            node = getattr(sig, stage)
+            if node is not None and node.data is not None:
+                report.stages[stage] = _parts(c, node.data, stage, report)
+                for n, p in report.stages[stage].items():
+                    report.sizes[f"{stage}.{n}"] = len(p)
+                    report.hashes[f"{stage}.{n}"] = p.sha256
+    return report
+
+
+def data_paths(c: CheckedSpec) -> list[Path]:
+    """Every data file or folder the analysis reads (for cache keys)."""
+    from ftc.compiler.rules.files import named_files
+
+    return [c.resolve_path(p) for what, p, _ in named_files(c) if what != "base model folder"]
+
+
+def input_fields(spec: s.Spec) -> tuple[str, ...]:
+    """The fields whose text a model sees as input: what leakage between splits compares."""
+    sig = spec.signal
+    if sig is None:
+        return ()
+    if sig.kind == "sft":
+        return (sig.messages,) if sig.messages else ((sig.input,) if sig.input else ())
+    if sig.kind in ("dpo", "rlhf"):
+        return (getattr(sig, "prompt", None) or "prompt",)
+    if sig.kind == "contrastive":
+        return (sig.image,) if sig.image else ((sig.anchor,) if sig.anchor else ())
+    return ()
+
+
+def row_text(row: dict[str, Any], fields: tuple[str, ...]) -> str:
+    parts: list[str] = []
+    for name in fields:
+        value = row.get(name)
+        if isinstance(value, list):  # chat messages: every non-assistant turn
+            parts.extend(str(m.get("content", "")) for m in value
+                         if isinstance(m, dict) and m.get("role") != "assistant")
+        elif value is not None:
+            parts.append(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
+    return "\n".join(parts)
+
+
+def target_field(spec: s.Spec) -> str | None:
+    sig = spec.signal
+    if sig is not None and sig.kind == "sft" and sig.target:
+        return str(sig.target)
+    model = spec.model
+    if model is not None and model.task == "image_classification":
+        return "label"
+    return None

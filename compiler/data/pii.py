@@ -1,0 +1,69 @@
+"""Private data in training text: e-mail addresses, phone numbers, card numbers, IP addresses.
+
+Detectors are regular expressions with validation where one exists (Luhn for cards, octet range
+for IPv4, a digit count for phones), so that order numbers and dates are not flagged. Examples are
+masked before they are shown: a diagnostic must not leak what it warns about.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+PHONE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,3}[ .-])\d{3,4}[ .-]\d{4}(?![\w.])")
+CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+IPV4 = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])")
+
+
+def luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def mask(kind: str, text: str) -> str:
+    if kind == "email":
+        local, _, domain = text.partition("@")
+        return f"{local[:1]}***@{domain}"
+    if kind == "ip":
+        return text.split(".")[0] + ".*.*.*"
+    digits = re.sub(r"\D", "", text)
+    return "*" * max(0, len(digits) - 4) + digits[-4:]
+
+
+def find(text: str) -> list[tuple[str, str]]:
+    """(kind, matched text) for each private item in `text`."""
+    found: list[tuple[str, str]] = []
+    for m in EMAIL.finditer(text):
+        found.append(("email", m.group()))
+    for m in CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group())
+        if 13 <= len(digits) <= 19 and luhn(digits):
+            found.append(("card", m.group()))
+    for m in PHONE.finditer(text):
+        if 9 <= len(re.sub(r"\D", "", m.group())) <= 15 and not any(m.group() in c for k, c in found if k == "card"):
+            found.append(("phone", m.group()))
+    for m in IPV4.finditer(text):
+        found.append(("ip", m.group()))
+    return found
+
+
+@dataclass
+class PiiReport:
+    counts: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
+    examples: list[tuple[int, str, str]] = field(default_factory=list)  # (row index, kind, masked)
+
+    def add(self, index: int, hits: list[tuple[str, str]], max_examples: int = 3) -> None:
+        if not hits:
+            return
+        self.rows += 1
+        for kind, text in hits:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            if len(self.examples) < max_examples:
+                self.examples.append((index, kind, mask(kind, text)))
