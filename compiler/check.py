@@ -161,22 +161,55 @@ def check_file(path: Path, options: CheckOptions = CheckOptions()) -> FileResult
     assert root.name is not None
     checked = CheckedSpec(shown, root.name.value, spec, path.parent, loader.sources, options)
     if not has_errors(loader.diags):
+        cached: list[Diagnostic] | None = None
         if not options.no_data:
-            checked = _with_data(checked)
-        loader.diags.extend(run_rules(checked))
+            checked, cached = _with_data(checked)
+        loader.diags.extend(run_rules(checked, skip_data=cached is not None))
+        if cached is not None:
+            loader.diags.extend(cached)
+        elif checked.data is not None:
+            _store_data_result(checked, loader.diags)
     return _result(shown, "spec", checked, loader)
 
 
-def _with_data(checked: CheckedSpec) -> CheckedSpec:
-    """Read the data unless a file is missing (FT180 says which)."""
-    from ftc.compiler.data.analyze import analyze
+def _data_key(checked: CheckedSpec) -> str:
+    from ftc.compiler.data import cache
+    from ftc.compiler.data.analyze import data_paths
+
+    texts = sorted((path, src.text) for path, src in checked.sources.items())
+    digests = [(p.as_posix(), cache.file_digest(p)) for p in data_paths(checked)]
+    return cache.key_of("data-check", checked.path, texts, digests)
+
+
+def _with_data(checked: CheckedSpec) -> tuple[CheckedSpec, list[Diagnostic] | None]:
+    """Read the data unless a file is missing (FT180 says which). On a cache hit for unchanged
+    spec and data, return the recorded sizes, hashes and data diagnostics instead of reading."""
+    from ftc.compiler.data import cache
+    from ftc.compiler.data.analyze import DataReport, analyze
+    from ftc.compiler.diagnostics import from_dict
     from ftc.compiler.rules.files import named_files
 
     if checked.spec.data is None:
-        return checked
+        return checked, None
     if any(not checked.resolve_path(p).exists() for _, p, _ in named_files(checked)):
-        return checked
-    return replace(checked, data=analyze(checked))
+        return checked, None
+    hit = cache.load("check", _data_key(checked))
+    if isinstance(hit, dict):
+        try:
+            report = DataReport(sizes=dict(hit["sizes"]), hashes=dict(hit["hashes"]))
+            return replace(checked, data=report), [from_dict(d) for d in hit["diagnostics"]]
+        except (KeyError, TypeError, ValueError):
+            pass  # a damaged entry is a miss
+    return replace(checked, data=analyze(checked)), None
+
+
+def _store_data_result(checked: CheckedSpec, diags: list[Diagnostic]) -> None:
+    from ftc.compiler.data import cache
+    from ftc.compiler.diagnostics import to_dict
+    from ftc.compiler.rules import rule_for_or_none
+
+    mine = [to_dict(d) for d in diags if (r := rule_for_or_none(d.code)) is not None and r.stage == "data"]
+    cache.store("check", _data_key(checked), {**checked.data.summary(), "diagnostics": mine})
 
 
 def _result(shown: str, kind: str, checked: CheckedSpec | None, loader: _Loader) -> FileResult:

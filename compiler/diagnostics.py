@@ -75,3 +75,22 @@ def make(
 
     rule = rule_for(code)
     return Diagnostic(code, rule.name, rule.severity, message, span, help, detail, related)
+
+
+def to_dict(d: Diagnostic) -> dict[str, object]:
+    """A JSON-able form (for caches); from_dict restores it exactly."""
+    def span(s: Span | None) -> list[object] | None:
+        return None if s is None else [s.path, s.start, s.end, s.line, s.column, s.end_line, s.end_column]
+
+    return {"code": d.code, "name": d.name, "severity": d.severity.value, "message": d.message,
+            "span": span(d.span), "help": d.help, "detail": d.detail,
+            "related": [[span(r.span), r.message] for r in d.related]}
+
+
+def from_dict(data: dict[str, object]) -> Diagnostic:
+    def span(v: object) -> Span | None:
+        return None if v is None else Span(*v)  # type: ignore[misc]
+
+    related = tuple(Related(span(s), m) for s, m in data["related"])  # type: ignore[arg-type, attr-defined, misc]
+    return Diagnostic(str(data["code"]), str(data["name"]), Severity(data["severity"]), str(data["message"]),
+                      span(data["span"]), str(data["help"]), str(data["detail"]), related)

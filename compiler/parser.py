@@ -1,26 +1,38 @@
 """Source text -> AST, with friendly, located syntax errors.
 
 The Lark LALR parser is built once per process (its tables cached on disk by lark). Syntax errors
-are matched against a catalogue of labelled bad examples (lark's `match_examples`), so that a
-parser state maps to a message a person understands. Parsing goes on after an error where the
-parser can recover, so one run reports several syntax errors.
+are matched against a catalogue of labelled bad examples (compiler/syntax_errors.py), so that a
+parser state maps to a message a person understands instead of a list of token names.
+
+Matching. lark's `UnexpectedInput.match_examples(..., use_accepts=True)` compares parser states
+including the depth of the parse stack, so an example written at the spec's top level would not
+match the same mistake inside `model { ... }`. We keep its rule (same LR state, same accepted
+tokens, the exact token preferred over the token type) but key it on the LR state alone, and parse
+the examples once per process instead of once per error.
+
+Recovery. After an error the parser goes on with the offending line neutralised: first the text
+from the error to the end of the line is blanked (brackets kept, so the block structure stays);
+if the same line fails again the whole line is blanked. Offsets never move, so every later error
+is still located in the user's text. At most one error is reported per line (the rest of a line
+is usually a cascade), and mistakes at the file's top level stop the recovery.
 """
 
 from __future__ import annotations
 
 import functools
 from importlib import resources
+from typing import Iterator
+
+from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ftc.compiler import ast
 from ftc.compiler.diagnostics import Diagnostic, Related, make
 from ftc.compiler.lower import Lowerer
 from ftc.compiler.source import Source, Span
-from ftc.compiler.syntax_errors import CATALOGUE, describe_token
-from lark import Lark, Token, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from lark.exceptions import LarkError
+from ftc.compiler.syntax_errors import CATALOGUE, Entry, describe_expected, describe_token, \
+    unexpected_character
 
 MAX_SYNTAX_ERRORS = 10
-_SKIPPABLE = {"NAME", "STRING", "NUMLIT", "CMP", "COMMA", "SEMICOLON", "EXTENDS", "SPEC", "DEFAULTS", "OVERRIDE"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -32,6 +44,29 @@ def grammar_text() -> str:
 def lark_parser() -> Lark:
     return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=False,
                 cache=True)
+
+
+# --- scans that skip strings and comments -------------------------------------------------------
+
+def _code_chars(text: str) -> Iterator[tuple[int, str]]:
+    """(offset, char) for every character outside strings and comments (strings end at a line end)."""
+    in_string = escaped = comment = False
+    for i, ch in enumerate(text):
+        if comment:
+            comment = ch != "\n"
+        elif in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch in '"\n':
+                in_string = False
+        elif ch == "#":
+            comment = True
+        elif ch == '"':
+            in_string = True
+        else:
+            yield i, ch
 
 
 def _comments(source: Source) -> tuple[ast.Comment, ...]:
@@ -58,133 +93,220 @@ def _comments(source: Source) -> tuple[ast.Comment, ...]:
 
 
 def _unclosed_braces(source: Source) -> list[Span]:
-    """Spans of `{` / `[` never closed, found by a bracket scan outside strings and comments."""
+    """Spans of `{` / `[` never closed, found by a bracket scan outside strings and comments.
+
+    A closer pops up to its own kind of opener, so `[` left open inside a block is reported even
+    though the block's `}` comes; a closer with no opener of its kind is ignored.
+    """
     stack: list[int] = []
-    in_string = escaped = False
-    comment = False
-    for i, ch in enumerate(source.text):
-        if comment:
-            comment = ch != "\n"
-        elif in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch in '"\n':
-                in_string = False
-        elif ch == "#":
-            comment = True
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
+    unclosed: list[int] = []
+    for i, ch in _code_chars(source.text):
+        if ch in "{[":
             stack.append(i)
-        elif ch in "}]" and stack:
-            stack.pop()
-    return [source.span(i, i + 1) for i in stack]
+        elif ch in "}]":
+            opener = "{" if ch == "}" else "["
+            if any(source.text[j] == opener for j in stack):
+                while source.text[stack[-1]] != opener:
+                    unclosed.append(stack.pop())
+                stack.pop()
+    return [source.span(i, i + 1) for i in sorted(unclosed + stack)]
 
 
-class _Collector:
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.diags: list[Diagnostic] = []
-        self.lines: set[int] = set()
-
-    def add(self, diag: Diagnostic) -> None:
-        line = diag.span.line if diag.span else 0
-        if line in self.lines:  # one syntax error per line: the rest is usually a cascade
-            return
-        self.lines.add(line)
-        self.diags.append(diag)
-
-    def handle(self, err: UnexpectedInput) -> bool:
-        self.add(self.to_diagnostic(err))
-        if len(self.diags) >= MAX_SYNTAX_ERRORS or isinstance(err, UnexpectedEOF):
-            return False
-        # Skip a stray atom and go on; a misplaced bracket or line break would only cascade.
-        return isinstance(err, UnexpectedToken) and err.token.type in _SKIPPABLE
-
-    def to_diagnostic(self, err: UnexpectedInput) -> Diagnostic:
-        src = self.source
-        if isinstance(err, UnexpectedCharacters):
-            return _bad_character(src, err)
-        token = getattr(err, "token", None)
-        at_end = isinstance(err, UnexpectedEOF) or (token is not None and token.type == "$END")
-        if at_end:
-            return _unexpected_end(src)
-        assert isinstance(token, Token)
-        span = src.span(token.start_pos or 0, token.end_pos or (token.start_pos or 0) + len(token))
-        label = None
-        try:
-            label = err.match_examples(lark_parser().parse, CATALOGUE.examples(), use_accepts=True)
-        except LarkError:  # an example that does not fail as labelled must not hide the error
-            label = None
-        entry = CATALOGUE.get(label) if label else None
-        found = describe_token(token)
-        if entry is None:
-            expected = sorted(getattr(err, "expected", set()) or set())
-            names = ", ".join(dict.fromkeys(describe_token(Token(e, "")) for e in expected))
-            return make("FT001", f"unexpected {found}", span,
-                        help=f"expected {names}" if names else "check the statement's syntax")
-        return make(entry.code, entry.message.format(found=found), span, help=entry.help)
+def _root_close(source: Source) -> Span | None:
+    """The `}` that closes the file's first top-level block, if any."""
+    depth = 0
+    for i, ch in _code_chars(source.text):
+        if ch == "{":
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                return source.span(i, i + 1)
+    return None
 
 
-def _bad_character(src: Source, err: UnexpectedCharacters) -> Diagnostic:
+def _only_comments(source: Source) -> bool:
+    return not any(not ch.isspace() for _, ch in _code_chars(source.text))
+
+
+# --- catalogue matching ---------------------------------------------------------------------------
+
+_Key = tuple[object, frozenset[str]]
+
+
+@functools.lru_cache(maxsize=1)
+def _example_index() -> dict[_Key, list[tuple[Token, str]]]:
+    """(LR state, accepted tokens) -> [(offending token, label)] for every catalogue example."""
+    index: dict[_Key, list[tuple[Token, str]]] = {}
+    for label, examples in CATALOGUE.examples().items():
+        for text in examples:
+            try:
+                lark_parser().parse(text)
+            except UnexpectedToken as err:
+                index.setdefault(_state_key(err), []).append((err.token, label))
+            except UnexpectedInput:
+                continue
+    return index
+
+
+def _state_key(err: UnexpectedToken) -> _Key:
+    return (err.state.position, frozenset(err.accepts or err.expected))
+
+
+def match_label(err: UnexpectedToken) -> str | None:
+    """The catalogue label whose examples fail like `err`: exact token first, then token type."""
+    candidates = _example_index().get(_state_key(err), [])
+    for tok, label in candidates:
+        if tok.type == err.token.type and str(tok) == str(err.token):
+            return label
+    for tok, label in candidates:
+        if tok.type == err.token.type:
+            return label
+    for tok, label in candidates:
+        entry = CATALOGUE.get(label)
+        if entry is not None and entry.any_token:
+            return label
+    return None
+
+
+# --- diagnostics ---------------------------------------------------------------------------------
+
+def _token_diagnostic(src: Source, err: UnexpectedToken) -> tuple[Diagnostic, Entry | None]:
+    token = err.token
+    start = token.start_pos or 0
+    span = src.span(start, max(start + 1, token.end_pos or start + len(token)))
+    if token.type == "_NL":
+        span = src.span(start, start)  # the end of the line, not the line break itself
+    label = match_label(err)
+    entry = CATALOGUE.get(label) if label else None
+    found = describe_token(token)
+    if entry is None:
+        expected = describe_expected(err.accepts or err.expected)
+        return make("FT001", f"expected {expected}, found {found}", span,
+                    help="check the statement's syntax; `ftc explain FT001` shows an example"), None
+    related: tuple[Related, ...] = ()
+    line = 0
+    if entry.label in ("stray-close", "after-root"):
+        close = _root_close(src)
+        if close is not None and close.start < start:
+            related = (Related(close, "the file's block closes here"),)
+    if entry.label in ("missing-list-comma", "list-close"):
+        opened = [s for s in _unclosed_braces(src) if src.text[s.start] == "[" and s.start < start]
+        if opened and opened[-1].line < span.line and _starts_line(src, start):
+            entry = CATALOGUE.get("unclosed-list") or entry
+            related, line = (Related(opened[-1], "the list opens here"),), opened[-1].line
+    before = src.text[max(0, start - 40):start].split()[-1:] or [""]
+    message = entry.message.format(found=found, key=before[0].rstrip("."), line=line)
+    return make(entry.code, message, span, help=entry.help, related=related), entry
+
+
+def _starts_line(src: Source, offset: int) -> bool:
+    line, _ = src.position(offset)
+    return src.line_text(line).strip().startswith(src.text[offset:offset + 1])
+
+
+def _char_diagnostic(src: Source, err: UnexpectedCharacters) -> Diagnostic:
     pos = err.pos_in_stream
-    ch = src.text[pos] if pos < len(src.text) else ""
-    span = src.span(pos, pos + 1)
-    if ch == '"':
+    if pos < len(src.text) and src.text[pos] == '"':
         end = src.text.find("\n", pos)
         end = len(src.text) if end < 0 else end
         return make("FT002", "unterminated string", src.span(pos, end),
                     help='close the string with `"` on the same line (strings cannot span lines)')
-    hints = {
-        "=": "write `key value` without `=`, e.g. `rank 8`",
-        ":": "write `key value` without `:`, e.g. `rank 8`",
-        "'": 'strings use double quotes: "text"',
-        "(": "use `[a, b]` for lists and `{ ... }` for blocks",
-        ")": "use `[a, b]` for lists and `{ ... }` for blocks",
-        "-": "names use `_`, not `-` (e.g. `learning_rate`); a negative number is written `-1`",
-        "!": "the comparisons are >=, <=, ==, !=, >, <",
-    }
-    shown = repr(ch)[1:-1] if ch.isprintable() else f"U+{ord(ch):04X}" if ch else "end of file"
-    return make("FT004", f"unexpected character `{shown}`", span,
-                help=hints.get(ch, "remove the character, or quote the text as a string"))
+    return unexpected_character(src, pos)
 
 
 def _unexpected_end(src: Source) -> Diagnostic:
     unclosed = _unclosed_braces(src)
     if unclosed:
         last = unclosed[-1]
-        closer = "}" if src.text[last.start] == "{" else "]"
-        return make("FT005", f"unexpected end of file: `{src.text[last.start]}` is never closed",
+        opener = src.text[last.start]
+        closer = "}" if opener == "{" else "]"
+        more = f" (and {len(unclosed) - 1} more)" if len(unclosed) > 1 else ""
+        return make("FT005", f"unexpected end of file: `{opener}` is never closed{more}",
                     src.end_span(), help=f"add `{closer}` to close it",
                     related=(Related(last, "opened here"),))
     if not src.text.strip():
         return make("FT005", "the file is empty", src.span(0, 0),
                     help='a spec file holds one experiment: `spec "name" { ... }`')
+    if _only_comments(src):
+        return make("FT005", "the file holds only comments", src.end_span(),
+                    help='a spec file holds one experiment: `spec "name" { ... }`')
     return make("FT005", "unexpected end of file", src.end_span(),
                 help='a spec file holds one `spec "name" { ... }` block; complete the last statement')
 
 
+# --- recovery ------------------------------------------------------------------------------------
+
+def _line_bounds(text: str, offset: int) -> tuple[int, int]:
+    begin = text.rfind("\n", 0, offset) + 1
+    end = text.find("\n", offset)
+    return begin, len(text) if end < 0 else end
+
+
+def _blank(text: str, start: int, whole_line: bool, in_string: bool = False) -> str:
+    """Blank the line from `start` (or all of it), keeping brackets; offsets do not move.
+
+    `in_string`: the rest of the line is an unterminated string; keep its brackets too, since a
+    `}` after a missing `"` is far more often the block's end than part of the text."""
+    begin, end = _line_bounds(text, start)
+    if whole_line:
+        start = begin
+    if in_string:
+        kept = {i for i in range(start, end) if text[i] in "{}[]"}
+    else:
+        kept = {i for i, ch in _code_chars(text[:end]) if i >= start and ch in "{}[]"}
+    chars = [ch if i in kept else " " for i, ch in enumerate(text[start:end], start)]
+    first = next((i for i, ch in enumerate(chars) if ch != " "), None)
+    if whole_line and first is not None and chars[first] in "{[" and first > 0:
+        chars[first - 1] = "_"  # a key for a bracket that now starts the statement
+    return text[:start] + "".join(chars) + text[end:]
+
+
+def _parse_text(source: Source, text: str) -> tuple[Tree | None, list[Diagnostic]]:
+    """Parse `text` (the source, newline-terminated): its tree if it parsed, and its syntax errors."""
+    diags: list[Diagnostic] = []
+    lines: dict[int, int] = {}  # line -> times it failed
+    work = text
+    for _ in range(3 * MAX_SYNTAX_ERRORS):
+        try:
+            tree = lark_parser().parse(work)
+            return (tree if work is text else None), diags
+        except UnexpectedInput as err:
+            at_end = isinstance(err, UnexpectedEOF) or (
+                isinstance(err, UnexpectedToken) and err.token.type == "$END")
+            if at_end:
+                if not diags or _unclosed_braces(source) or _only_comments(source):
+                    diags.append(_unexpected_end(source))
+                return None, diags
+            entry: Entry | None = None
+            if isinstance(err, UnexpectedCharacters):
+                diag = _char_diagnostic(source, err)
+                offset = err.pos_in_stream
+            else:
+                assert isinstance(err, UnexpectedToken)
+                diag, entry = _token_diagnostic(source, err)
+                offset = err.token.start_pos or 0
+            line = source.position(offset)[0]
+            tries = lines.get(line, 0)
+            if tries == 0:
+                diags.append(diag)
+            lines[line] = tries + 1
+            if len(diags) >= MAX_SYNTAX_ERRORS or tries >= 2 or (entry is not None and not entry.recover):
+                return None, diags
+            work = _blank(work, offset, whole_line=tries == 1, in_string=diag.code == "FT002")
+    return None, diags
+
+
 def parse(source: Source) -> tuple[ast.SpecFile | None, list[Diagnostic]]:
     """Parse one file. Returns the AST (None if there were syntax errors) and diagnostics."""
-    collector = _Collector(source)
     text = source.text if source.text.endswith("\n") else source.text + "\n"
-    try:
-        tree = lark_parser().parse(text, on_error=collector.handle)
-    except UnexpectedInput as err:
-        if not collector.diags or not isinstance(err, UnexpectedToken) or err.token.type != "$END":
-            collector.add(collector.to_diagnostic(err))
-        elif _unclosed_braces(source) or not source.text.strip():
-            collector.diags.append(_unexpected_end(source))
-        return None, collector.diags
-    if collector.diags:
-        return None, collector.diags
-    lowerer = Lowerer(source, collector.diags.append)
+    tree, diags = _parse_text(source, text)
+    if tree is None:
+        return None, diags
+    lowerer = Lowerer(source, diags.append)
     spec = lowerer.file(tree, _comments(source))
-    return (spec if not collector.diags else None), collector.diags
+    return (spec if not diags else None), diags
 
 
 def strip_bom(text: str) -> str:
-    return text.removeprefix("\ufeff")
-
+    return text[1:] if text.startswith("\ufeff") else text

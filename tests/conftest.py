@@ -30,3 +30,9 @@ def check_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore
         return check_file(Path(name), CheckOptions(no_data=no_data, target=target))
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own data-check cache, so results never leak between tests."""
+    monkeypatch.setenv("FTC_CACHE_DIR", str(tmp_path_factory.mktemp("ftc-cache")))

@@ -132,8 +132,11 @@ def rule_for_or_none(code: str) -> Rule | None:
     return _BY_CODE.get(code)
 
 
-def run_rules(checked: CheckedSpec) -> Iterator[Diagnostic]:
+def run_rules(checked: CheckedSpec, skip_data: bool = False) -> Iterator[Diagnostic]:
+    """Every active rule whose stage applies; `skip_data` when data results came from the cache."""
     skip = {"frontend"} | ({"files", "data"} if checked.options.no_data else set())
+    if skip_data:
+        skip.add("data")
     if checked.options.target is None:
         skip.add("target")
     for r in RULES:
