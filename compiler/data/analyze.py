@@ -34,7 +34,8 @@ class DataReport:
         return {"sizes": self.sizes, "hashes": self.hashes}
 
 
-def _read(c: CheckedSpec, data: s.Data, path: str, mapping: dict[str, str]) -> Table:
+def _read(c: CheckedSpec, data: s.Data, path: str, mapping: dict[str, str], stage: str | None,
+          report: DataReport) -> Table:
     from ftc.compiler.data.contracts import apply_mapping
     from ftc.compiler.data.readers import read_table
 
@@ -43,12 +44,16 @@ def _read(c: CheckedSpec, data: s.Data, path: str, mapping: dict[str, str]) -> T
     real = c.resolve_path(path)
     root = c.resolve_path(data.image_root) if data.image_root else None
     table = read_table(real, display_path(real), data.format, image_root=root)
-    if mapping:
+    _collect(table, report)
+    _validate(c, table, stage, report, mapping)
+    if mapping:  # checked against the contract with the user's column names, analysed with the spec's
         table.rows = apply_mapping(table.rows, mapping)
+    report.tables.append(table)
     return table
 
 
-def _validate(c: CheckedSpec, table: Table, stage: str | None, report: DataReport) -> None:
+def _validate(c: CheckedSpec, table: Table, stage: str | None, report: DataReport,
+              mapping: dict[str, str]) -> None:
     from ftc.compiler.data.contracts import row_schema, validate_rows
 
     output_schema = None
@@ -60,22 +65,16 @@ def _validate(c: CheckedSpec, table: Table, stage: str | None, report: DataRepor
             report.problems.append(RowProblem(model.output_schema, None, None,
                                               f"cannot read the output schema: {err}", "fix the JSON Schema file"))
     schema = row_schema(c.spec, stage, output_schema=output_schema)
-    problems, invalid = validate_rows(table, schema)
+    problems, invalid = validate_rows(table, schema, mapping=mapping)
     report.problems.extend(problems)
-    if invalid:
-        # rows that break the contract are left out of the analysis (and counted)
-        bad = {p.line for p in problems}
+    if invalid:  # reported by FT201 (an error); the rows stay in the analysis so that counts are true
         report.bad_rows[table.path] = report.bad_rows.get(table.path, 0) + invalid
-        _ = bad
 
 
 def _parts(c: CheckedSpec, data: s.Data, stage: str | None, report: DataReport) -> dict[str, Part]:
     mapping = dict(data.fields.mapping) if data.fields is not None else {}
     if data.source is not None and data.split is not None:
-        table = _read(c, data, data.source.path, mapping)
-        report.tables.append(table)
-        _collect(table, report)
-        _validate(c, table, stage, report)
+        table = _read(c, data, data.source.path, mapping, stage, report)
         parts, problems = split_source(table, data.split.ratios, data.split.by, data.split.key, data.seed,
                                        data.stratify)
         report.problems.extend(problems)
@@ -84,11 +83,7 @@ def _parts(c: CheckedSpec, data: s.Data, stage: str | None, report: DataReport) 
     for name in ("train", "val", "test"):
         f = getattr(data, name)
         if f is not None:
-            table = _read(c, data, f.path, mapping)
-            report.tables.append(table)
-            _collect(table, report)
-            _validate(c, table, stage, report)
-            tables[name] = table
+            tables[name] = _read(c, data, f.path, mapping, stage, report)
     return presplit(tables)
 
 

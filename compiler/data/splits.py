@@ -32,6 +32,7 @@ class Part:
     locations: list[int] = field(default_factory=list)
     location_kind: str = "line"
     sha256: str = ""
+    image_sha256: dict[str, str] = field(default_factory=dict)  # image path in a row -> its bytes' hash
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -93,12 +94,16 @@ def parse_time(value: Any) -> float | None:
 
 
 def _part_from(table: Table, name: str, indices: Sequence[int]) -> Part:
-    part = Part(name, location_kind=table.location_kind)
+    part = Part(name, location_kind=table.location_kind, image_sha256=table.image_sha256)
     for i in indices:
         part.rows.append(table.rows[i])
         part.paths.append(table.path)
         part.locations.append(table.locations[i])
     part.sha256 = content_hash(part.rows)
+    if table.image_sha256:  # rows name images by path: the hash must follow the images' bytes too
+        used = sorted({table.image_sha256[v] for r in part.rows for v in r.values()
+                       if isinstance(v, str) and v in table.image_sha256})
+        part.sha256 = hashlib.sha256((part.sha256 + "".join(used)).encode()).hexdigest()
     return part
 
 

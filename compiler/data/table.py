@@ -42,6 +42,9 @@ class Table:
     bad_rows: int = 0
     sha256: str = ""
     columns: tuple[str, ...] = ()
+    # image_folder and image_table: the image path as the row gives it -> sha256 of the image's
+    # bytes (paths repeat across split folders, so leakage checks compare content, not names)
+    image_sha256: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.rows)

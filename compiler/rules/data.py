@@ -140,8 +140,13 @@ def _eval_parts(report: DataReport) -> list[Part]:
 
 
 def _texts(c: CheckedSpec, part: Part) -> list[str]:
+    """What leakage compares: the input text, or for images the hash of the image's bytes (the same
+    path in two split folders can hold different images)."""
     fields = input_fields(c.spec)
-    return [row_text(r, fields) for r in part.rows]
+    texts = [row_text(r, fields) for r in part.rows]
+    if part.image_sha256:
+        texts = [f"image:{part.image_sha256[t]}" if t in part.image_sha256 else t for t in texts]
+    return texts
 
 
 def _leak_cached(c: CheckedSpec, kind: str, train: Part, other: Part, threshold: float) -> list[tuple[int, int, float]]:
