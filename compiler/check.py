@@ -122,7 +122,8 @@ class _Loader:
         src, err = load_source(path)
         if err is not None:
             if via is not None:
-                err = make("FT017", f"cannot extend {display_path(path)}: {err.message}", via, help=err.help)
+                reason = err.message.replace(f": {display_path(path)}", "").replace(f"{display_path(path)} ", "")
+                err = make("FT017", f"cannot extend {display_path(path)}: {reason}", via, help=err.help)
             self.diags.append(err)
             return None
         assert src is not None

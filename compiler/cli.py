@@ -105,7 +105,7 @@ def check(paths: tuple[str, ...], fmt: str, select: tuple[str, ...], ignore: tup
                              d.severity is Severity.WARNING else d)
     use_color = color == "always" or (color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
     out = render(diags, sources, fmt, color=use_color, files_checked=len(files), rules=RULES)
-    click.echo(out, nl=False)
+    click.echo(out, nl=False, color=use_color)
     failed = any(d.severity is Severity.ERROR and d.suppressed_reason is None for d in diags)
     sys.exit(EXIT_ERRORS if failed else EXIT_OK)
 

@@ -20,17 +20,30 @@ is usually a cascade), and mistakes at the file's top level stop the recovery.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from importlib import resources
-from typing import Iterator
-
-from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ftc.compiler import ast
 from ftc.compiler.diagnostics import Diagnostic, Related, make
 from ftc.compiler.lower import Lowerer
 from ftc.compiler.source import Source, Span
-from ftc.compiler.syntax_errors import CATALOGUE, Entry, describe_expected, describe_token, \
-    unexpected_character
+from ftc.compiler.syntax_errors import (
+    CATALOGUE,
+    Entry,
+    describe_expected,
+    describe_token,
+    unexpected_character,
+)
+from lark import (
+    Lark,
+    Token,
+    Tree,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+)
+from lark.parsers.lalr_analysis import Shift
 
 MAX_SYNTAX_ERRORS = 10
 
@@ -131,31 +144,50 @@ def _only_comments(source: Source) -> bool:
 
 # --- catalogue matching ---------------------------------------------------------------------------
 
-_Key = tuple[object, frozenset[str]]
-
-
 @functools.lru_cache(maxsize=1)
-def _example_index() -> dict[_Key, list[tuple[Token, str]]]:
-    """(LR state, accepted tokens) -> [(offending token, label)] for every catalogue example."""
-    index: dict[_Key, list[tuple[Token, str]]] = {}
+def _example_index() -> dict[object, list[tuple[UnexpectedToken, str]]]:
+    """LR state -> [(the error, label)] for every catalogue example (built at the first error)."""
+    index: dict[object, list[tuple[UnexpectedToken, str]]] = {}
     for label, examples in CATALOGUE.examples().items():
         for text in examples:
             try:
                 lark_parser().parse(text)
             except UnexpectedToken as err:
-                index.setdefault(_state_key(err), []).append((err.token, label))
+                index.setdefault(err.state.position, []).append((err, label))
             except UnexpectedInput:
                 continue
     return index
 
 
-def _state_key(err: UnexpectedToken) -> _Key:
-    return (err.state.position, frozenset(err.accepts or err.expected))
+def _accepts(err: UnexpectedToken) -> frozenset[str]:
+    """The terminals the parser could take where it failed: lark's `accepts`, computed on the state
+    stack alone (lark copies the whole parser state per terminal, which is slow to do per example)."""
+    conf = err.state.parse_conf
+    out: set[str] = set()
+    for term in conf.states[err.state.position]:
+        if not term.isupper():  # a rule's goto, not a terminal
+            continue
+        stack = list(err.state.state_stack)
+        while (action := conf.states[stack[-1]].get(term)) is not None:
+            kind, arg = action
+            if kind is Shift:
+                out.add(term)
+                break
+            if arg.expansion:
+                del stack[-len(arg.expansion):]
+            stack.append(conf.states[stack[-1]][arg.origin.name][1])
+            if term == "$END" and stack[-1] == conf.end_state:
+                out.add(term)
+                break
+    return frozenset(out)
 
 
 def match_label(err: UnexpectedToken) -> str | None:
-    """The catalogue label whose examples fail like `err`: exact token first, then token type."""
-    candidates = _example_index().get(_state_key(err), [])
+    """The catalogue label whose examples fail like `err`: the same LR state and accepted tokens;
+    among those, the exact token first, then the token type, then an entry that takes any token."""
+    accepts = _accepts(err)
+    candidates = [(ex.token, label) for ex, label in _example_index().get(err.state.position, [])
+                  if _accepts(ex) == accepts]
     for tok, label in candidates:
         if tok.type == err.token.type and str(tok) == str(err.token):
             return label
@@ -173,10 +205,11 @@ def match_label(err: UnexpectedToken) -> str | None:
 
 def _token_diagnostic(src: Source, err: UnexpectedToken) -> tuple[Diagnostic, Entry | None]:
     token = err.token
-    start = token.start_pos or 0
+    start = int(token.start_pos or 0)
     span = src.span(start, max(start + 1, token.end_pos or start + len(token)))
-    if token.type == "_NL":
-        span = src.span(start, start)  # the end of the line, not the line break itself
+    if token.type == "_NL":  # the end of the line's code (before a comment), not the line break
+        end = _end_of_code(src, start)
+        span = src.span(end, end)
     label = match_label(err)
     entry = CATALOGUE.get(label) if label else None
     found = describe_token(token)
@@ -195,9 +228,17 @@ def _token_diagnostic(src: Source, err: UnexpectedToken) -> tuple[Diagnostic, En
         if opened and opened[-1].line < span.line and _starts_line(src, start):
             entry = CATALOGUE.get("unclosed-list") or entry
             related, line = (Related(opened[-1], "the list opens here"),), opened[-1].line
-    before = src.text[max(0, start - 40):start].split()[-1:] or [""]
-    message = entry.message.format(found=found, key=before[0].rstrip("."), line=line)
+    key = src.text[_line_bounds(src.text, start)[0]:start].split()[-1:] or [""]  # before a `.`
+    message = entry.message.format(found=found, key=key[0].rstrip("."), line=line)
     return make(entry.code, message, span, help=entry.help, related=related), entry
+
+
+def _end_of_code(src: Source, offset: int) -> int:
+    """The offset just after the last code character on the line of `offset` (a comment skipped)."""
+    begin, end = _line_bounds(src.text, offset)
+    comments = _comments(Source(src.path, src.text[begin:end]))
+    cut = begin + comments[0].span.start if comments else end
+    return begin + len(src.text[begin:cut].rstrip())
 
 
 def _starts_line(src: Source, offset: int) -> bool:
@@ -206,7 +247,7 @@ def _starts_line(src: Source, offset: int) -> bool:
 
 
 def _char_diagnostic(src: Source, err: UnexpectedCharacters) -> Diagnostic:
-    pos = err.pos_in_stream
+    pos = err.pos_in_stream or 0
     if pos < len(src.text) and src.text[pos] == '"':
         end = src.text.find("\n", pos)
         end = len(src.text) if end < 0 else end
@@ -262,7 +303,7 @@ def _blank(text: str, start: int, whole_line: bool, in_string: bool = False) -> 
     return text[:start] + "".join(chars) + text[end:]
 
 
-def _parse_text(source: Source, text: str) -> tuple[Tree | None, list[Diagnostic]]:
+def _parse_text(source: Source, text: str) -> tuple[Tree[Token] | None, list[Diagnostic]]:
     """Parse `text` (the source, newline-terminated): its tree if it parsed, and its syntax errors."""
     diags: list[Diagnostic] = []
     lines: dict[int, int] = {}  # line -> times it failed
@@ -281,11 +322,11 @@ def _parse_text(source: Source, text: str) -> tuple[Tree | None, list[Diagnostic
             entry: Entry | None = None
             if isinstance(err, UnexpectedCharacters):
                 diag = _char_diagnostic(source, err)
-                offset = err.pos_in_stream
+                offset = err.pos_in_stream or 0
             else:
                 assert isinstance(err, UnexpectedToken)
                 diag, entry = _token_diagnostic(source, err)
-                offset = err.token.start_pos or 0
+                offset = int(err.token.start_pos or 0)
             line = source.position(offset)[0]
             tries = lines.get(line, 0)
             if tries == 0:
@@ -309,4 +350,4 @@ def parse(source: Source) -> tuple[ast.SpecFile | None, list[Diagnostic]]:
 
 
 def strip_bom(text: str) -> str:
-    return text[1:] if text.startswith("\ufeff") else text
+    return text.removeprefix("\ufeff")

@@ -42,6 +42,7 @@ class Decoded:
     block_stmts: dict[str, ast.Stmt] = field(default_factory=dict)
     mapping: dict[str, Entry] = field(default_factory=dict)
     head: Span | None = None  # the block's key (or the spec's name): where "missing ..." points
+    failed: set[str] = field(default_factory=set)  # keys written with a bad value: not "missing" too
 
 
 def _all_keys() -> dict[str, str]:
@@ -149,6 +150,7 @@ def _decode_stmt(stmt: ast.Stmt, keys: dict[str, Any], label: str, out: Decoded,
         parsed = f.metadata["sig"](stmt.args, stmt.key_span, stmt.key)
     except t.SigError as err:
         report(err.diag)
+        out.failed.add(f.name)
         return None
     rest = stmt.args[parsed.used:]
     stmt_span = Span(stmt.span.path, stmt.key_span.start, parsed.span.end, stmt.key_span.line,
@@ -181,6 +183,7 @@ def _decode_stmt(stmt: ast.Stmt, keys: dict[str, Any], label: str, out: Decoded,
 def _decode_block_stmt(stmt: ast.Stmt, f: Any, out: Decoded, report: Report) -> None:
     kinds = f.metadata["kinds"]
     word = s.key_name(f)
+    out.failed.add(f.name)  # until the block decodes
     if stmt.body is None:
         example = f"{word} lora {{ rank 8 }}" if kinds else f"{word} {{ ... }}"
         report(make("FT013", f"`{word}` is a block", stmt.span, help=f"write `{example}`"))
@@ -211,6 +214,7 @@ def _decode_block_stmt(stmt: ast.Stmt, f: Any, out: Decoded, report: Report) -> 
         return
     out.blocks[f.name] = decode(stmt.body, cls, report, kind, kind_span)
     out.blocks[f.name].head = stmt.key_span
+    out.failed.discard(f.name)
     out.block_stmts[f.name] = stmt
 
 
@@ -220,7 +224,8 @@ def merge(parent: Decoded, child: Decoded, report: Report) -> Decoded:
     """Child settings over parent ones. Repeated keys (metric, gate, slice) accumulate."""
     if child.kind != parent.kind:
         return child
-    merged = Decoded(child.cls, child.span, child.kind, child.kind_span, head=child.head)
+    merged = Decoded(child.cls, child.span, child.kind, child.kind_span, head=child.head,
+                     failed=parent.failed | child.failed)
     merged.mapping = _merge_flat(parent.mapping, child.mapping, report)
     for name in dict.fromkeys([*parent.entries, *child.entries]):
         p, c = parent.entries.get(name, []), child.entries.get(name, [])
@@ -300,7 +305,7 @@ def build(dec: Decoded, report: Report, partial: bool = False) -> Any:
             if sub_dec is not None:
                 values[name] = build(sub_dec, report, partial)
                 spans[name] = dec.block_stmts[name].key_span
-            elif f.metadata["required"] and not partial:
+            elif f.metadata["required"] and not partial and name not in dec.failed:
                 _missing(s.key_name(f), label, head, True, f.metadata, report)
             elif not f.metadata["kinds"] and not f.metadata["mapping"] and f.metadata["block"] in _FILLED:
                 values[name] = f.metadata["block"]()
@@ -313,7 +318,7 @@ def build(dec: Decoded, report: Report, partial: bool = False) -> Any:
         elif entries:
             values[name] = entries[0].value
             spans[name] = entries[0].span
-        elif f.metadata["required"] and not partial:
+        elif f.metadata["required"] and not partial and name not in dec.failed:
             _missing(s.key_name(f), label, head, False, f.metadata, report)
     if dec.cls is s.DataFields:
         values["mapping"] = {k: e.value for k, e in dec.mapping.items()}

@@ -12,20 +12,19 @@ nested block), since matching compares parser states, not stack depths.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
-
-from lark import Token
 
 from ftc.compiler.diagnostics import Diagnostic, make
 from ftc.compiler.source import Source
+from lark import Token
 
 
 @dataclass(frozen=True)
 class Entry:
     label: str
     code: str
-    message: str  # may use {found}
+    message: str  # may use {found} (the token, in words), {key} (the word before it), {line}
     help: str
     examples: tuple[str, ...]
     recover: bool = True  # False: a mistake at the file's top level; parsing stops after it
@@ -42,16 +41,19 @@ STMT = ('spec "a" { @\n}\n', 'spec "a" {\n @\n}\n', 'spec "a" {\n\n @\n}\n', 'sp
 IN_STMT = ('spec "a" {\n @\n}\n', 'spec "a" { @ }\n', 'spec "a" {\n k 1; @; k 2\n}\n')
 IN_LIST = ('k [@]', 'k [a, @]', 'k [\n @]', 'k [a,\n @]', 'k [a, b, @]', 'k [\n a,\n @\n]', 'k [a,\n\n @]')
 BODY = ('{\n}', '{ }', '{}', '{ k 1 }', '{\n k 1\n}', '{ k 1; }', '{\n k 1\n\n}', '{\n\n}', '{ k 1;\n}',
-        '{\n k 1\n k 2\n}', '{ k 1; k 2 }', '{\n m {\n }\n}')
-AFTER_ROOT = tuple(f'{head} {body}@' for head in ('spec "a"', 'defaults') for body in BODY) + (
-    'extends "x.ftspec"\nspec "a" {\n}@',)
+        '{\n k 1\n k 2\n}', '{ k 1; k 2 }', '{\n m {\n }\n}', '{\n k 1}', '{\n k 1\n k 2}', '{\n k 1;}',
+        '{ k 1\n}', '{\n k}')
+AFTER_ROOT = tuple(f'spec "a" {body}@' for body in BODY) + ('defaults {\n}@', 'defaults { k 1 }@',
+    'extends "x.ftspec"\nspec "a" {\n}@', '\nspec "a" {\n}@', '\nspec "a" { }@', '\nspec "a" { k 1 }@',
+    '\nextends "x.ftspec"\nspec "a" {\n}@', 'extends "x.ftspec"\n\nspec "a" { }@')
 
 
 def _in(contexts: tuple[str, ...], *snippets: str, reps: int = 1) -> tuple[str, ...]:
     """The first `reps` snippets in every context, and every snippet in the first context.
 
-    LR states depend on the context and the token types on the context alone, so this grid reaches
-    the states of the full product with far fewer examples (they are parsed once per process).
+    The LR state a mistake fails in depends on its context, and the token found matters only within
+    a state, so this grid reaches the states of the full product with far fewer examples (they are
+    parsed once per process, at its first syntax error).
     """
     grid = [(c, s) for c in contexts for s in snippets[:reps]]
     grid += [(contexts[0], s) for s in snippets[reps:]]
@@ -73,6 +75,12 @@ def _list(*snippets: str, reps: int = 1) -> tuple[str, ...]:
     return _inner(*_in(IN_LIST, *snippets, reps=reps))
 
 
+def _top(*examples: str) -> tuple[str, ...]:
+    """A mistake at the top of the file: also after leading blank lines or comments, and headers."""
+    heads = ("", "\n", 'extends "x.ftspec"\n', '\nextends "x.ftspec"\n\n')
+    return tuple(dict.fromkeys(h + e for e in examples for h in heads if not (h and e.startswith(h))))
+
+
 def _after_root(*snippets: str, reps: int = 1) -> tuple[str, ...]:
     return _in(AFTER_ROOT, *snippets, reps=reps)
 
@@ -80,43 +88,44 @@ def _after_root(*snippets: str, reps: int = 1) -> tuple[str, ...]:
 _ENTRIES = (
     Entry("missing-spec-name", "FT001", "the spec has no name: found {found}",
           'name the experiment: `spec "ticket-triage" { ... }`',
-          ('spec {\n}\n', 'spec ticket {\n}\n', 'spec 12 {\n}\n', 'spec\n', 'spec }\n',
+          _top('spec {\n}\n', 'spec ticket {\n}\n', 'spec 12 {\n}\n', 'spec\n', 'spec }\n',
            'extends "x.ftspec"\nspec {\n}\n'), recover=False),
     Entry("missing-open-brace", "FT001", "expected `{{` after the spec's name, found {found}",
           'open the spec\'s block on the same line: `spec "name" {`',
-          ('spec "a"\n{\n}\n', 'spec "a" model\n', 'spec "a" }\n', 'spec "a" "b" {\n}\n',
+          _top('spec "a"\n{\n}\n', 'spec "a" model\n', 'spec "a" }\n', 'spec "a" "b" {\n}\n',
            'extends "x.ftspec"\nspec "a"\n{\n}\n'), recover=False),
     Entry("defaults-name", "FT001", "`defaults` takes no name: found {found}",
           "write `defaults { ... }`; a spec names the file in `extends \"team.ftspec\"`",
-          ('defaults "team" {\n}\n', 'defaults team {\n}\n', 'defaults\n{\n}\n'), recover=False),
+          _top('defaults "team" {\n}\n', 'defaults team {\n}\n', 'defaults\n{\n}\n'), recover=False),
     Entry("missing-root", "FT001", "expected `spec \"name\" {{ ... }}` or `defaults {{ ... }}`, found {found}",
           'a spec file holds one experiment: `spec "name" { ... }`',
-          ('model { }\n', '"x"\n', 'intent\n', '{\n}\n', '}\n', 'Spec "a" {\n}\n', '\nmodel { }\n',
+          _top('model { }\n', '"x"\n', 'intent\n', '{\n}\n', '}\n', 'Spec "a" {\n}\n', '\nmodel { }\n',
            'extends "x.ftspec"\nmodel { }\n', 'extends "x.ftspec"\n\nmodel { }\n', 'extends "x.ftspec"\n{\n}\n'),
           recover=False),
     Entry("after-root", "FT001", "found {found} after the end of the file's block",
           "move it inside the block, or remove the `}` that closes the block too early",
-          _after_root(' x\n', ' ; x\n', '\n{\n}\n', '\nmodel { }\n', '\n"x"\n', ' "x"\n', '\n8\n',
-                      ' {\n}\n', '\n[1]\n', '\n>= 1\n', '\n;\n') + (
+          _after_root(' x\n', '\nmodel { }\n', ' ; x\n', '\n{\n}\n', '\n"x"\n', ' "x"\n', '\n8\n',
+                      ' {\n}\n', '\n[1]\n', '\n>= 1\n', '\n;\n', reps=2) + (
               'extends "x.ftspec"\nspec "a" {\n}\nmodel { }\n', 'defaults {\n} ; x\n'), recover=False),
     Entry("second-root", "FT001", "a file holds one `spec` or `defaults` block; found {found} after it",
           "put each experiment in its own .ftspec file; share settings with `extends`",
           _after_root(' spec "b" {\n}\n', '\nspec "b" {\n}\n', '\ndefaults {\n}\n', ' defaults {\n}\n',
-                      '\n\nspec "b" {\n}\n') + ('extends "x.ftspec"\nspec "a" {\n}\nspec "b" {\n}\n',), recover=False, any_token=False),
+                      '\n\nspec "b" {\n}\n', reps=2) + ('extends "x.ftspec"\nspec "a" {\n}\nspec "b" {\n}\n',),
+          recover=False, any_token=False),
     Entry("stray-close", "FT001", "unmatched `}}`: the file's block is already closed",
           "remove this `}`, or look above for a block closed too early",
-          _after_root(' }\n', '\n}\n', '\n\n}\n') + ('extends "x.ftspec"\nspec "a" {\n}\n}\n',), recover=False),
+          _after_root(' }\n', '\n}\n', '\n\n}\n', reps=2) + ('extends "x.ftspec"\nspec "a" {\n}\n}\n',), recover=False),
     Entry("extends-after-root", "FT001", "`extends` must come before the `spec` block",
           "move the `extends \"...\"` line to the top of the file",
-          _after_root(' extends "b.ftspec"\n', '\nextends "b.ftspec"\n', '\n\nextends "b.ftspec"\n') + (
+          _after_root(' extends "b.ftspec"\n', '\nextends "b.ftspec"\n', '\n\nextends "b.ftspec"\n', reps=2) + (
               'extends "x.ftspec"\nspec "a" {\n}\nextends "b.ftspec"\n',), recover=False),
     Entry("extends-path", "FT001", "`extends` takes a file path in double quotes, found {found}",
           'write `extends "team-defaults.ftspec"`',
-          ('extends team\n', 'extends\n', 'extends {\n}\n', 'extends 1\n',
+          _top('extends team\n', 'extends\n', 'extends {\n}\n', 'extends 1\n',
            'extends "a.ftspec"\nextends team\n'), recover=False),
     Entry("extends-line", "FT001", "`extends \"...\"` stands on its own line; found {found} after it",
           'put the spec on the next line: `extends "team.ftspec"` then `spec "name" { ... }`',
-          ('extends "a.ftspec" spec "b" {\n}\n', 'extends "a.ftspec" "b.ftspec"\n', 'extends "a.ftspec" {\n}\n',
+          _top('extends "a.ftspec" spec "b" {\n}\n', 'extends "a.ftspec" "b.ftspec"\n', 'extends "a.ftspec" {\n}\n',
            'extends "a.ftspec" x\n', 'extends "a.ftspec"; spec "b" {\n}\n'), recover=False),
     Entry("missing-key", "FT001", "expected a key at the start of a statement, found {found}",
           "each statement starts with a key, e.g. `rank 8` or `method lora { ... }`",
@@ -141,8 +150,8 @@ _ENTRIES = (
           _list('a >= 1', '"a" == 1', '1 < 2', '[1] != 1', 'a.b >= 1')),
     Entry("missing-list-comma", "FT001", "list items need commas between them; found {found}",
           'write `["a", "b"]`',
-          _list('"a" "b"', '"a"\n "b"', '1 2', 'a b', '[1] [2]', 'a "b"', 'a.b c', 'a {\n}',
-                'a.b "c"', '"a" b', '"a" 1', '1 "a"', '1 a', '[1] a', '"a" [1]', 'a [1]', reps=2)),
+          _list('"a" "b"', '"a"\n "b"', 'a b', 'a\n b', '1 2', '[1] [2]', 'a "b"', 'a.b c', 'a {\n}',
+                'a.b "c"', '"a" b', '"a" 1', '1 "a"', '1 a', '[1] a', '"a" [1]', 'a [1]', reps=4)),
     Entry("list-close", "FT001", "expected `]` to close the list, found {found}",
           "close the list with `]` before the end of the block",
           _list('a }', '"a" }', '1 }', 'a ;', '[1] }', 'a.b }')),
@@ -165,6 +174,13 @@ _ENTRIES = (
           'put list items in brackets, e.g. `labels ["a", "b"]`; separate settings with a new line or `;`',
           _inner('k "a", "b"', 'k a, b', 'k 1, 2', 'k, a', 'k x a.b, c', 'k [1], 2', 'k a >= 1, b', 'override k, a'),
           any_token=False),
+    Entry("stray-bracket", "FT001", "unmatched `]`: no list is open here",
+          "remove the `]`, or open the list with `[`",
+          _inner('k ]', 'k a ]', 'k "a" ]', 'k 1 ]', 'k a.b ]', 'k [1] ]', 'k a >= 1 ]', 'k x y ]', 'k]'),
+          any_token=False),
+    Entry("dot-after-value", "FT001", "a `.` after a value: dots only join names, as in `val.loss`",
+          "write numbers as `0.85` or `2e-4`, and dotted names as `test.email`",
+          _inner('k 1.x', 'k "a".b', 'k a >= 1.x', 'k [1].x', 'k x 1.x', 'k 1 .'), any_token=False),
     Entry("dotted-name", "FT001", "expected a name after `.`, found {found}",
           "dotted names join plain names, e.g. `val.loss` or `test.email`",
           _inner('k a.', 'k a.b.', 'k a."b"', 'k a. }', 'k a.[1]', 'k a. 1', 'k a.;', 'k x a.b. >= 1')),
@@ -189,7 +205,7 @@ CATALOGUE = Catalogue(_ENTRIES)
 
 _TOKEN_NAMES = {
     "LBRACE": "`{`", "RBRACE": "`}`", "LSQB": "`[`", "RSQB": "`]`", "COMMA": "`,`",
-    "SEMICOLON": "`;`", "_NL": "a line break", "$END": "the end of the file", "CMP": "a comparison",
+    "SEMICOLON": "`;`", "_NL": "the end of the line", "$END": "the end of the file", "CMP": "a comparison",
     "NAME": "a name", "STRING": "a string", "NUMLIT": "a number", "EXTENDS": "`extends`",
     "SPEC": "`spec`", "DEFAULTS": "`defaults`", "OVERRIDE": "`override`", "DOT": "`.`",
 }

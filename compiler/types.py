@@ -40,7 +40,10 @@ Sig = Callable[[Args, Span, str], Parsed]
 
 
 def suggest(word: str, choices: Sequence[str]) -> str:
+    """'did you mean `x`? ' for the closest choice (a prefix either way counts: evaluation -> eval)."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not match and len(word) >= 3:
+        match = [c for c in choices if len(c) >= 3 and (word.startswith(c) or c.startswith(word))][:1]
     return f"did you mean `{match[0]}`? " if match else ""
 
 

@@ -114,6 +114,7 @@ RULES: tuple[Rule, ...] = (
     data.no_early_stopping_small_data,
     data.slice_empty,
     data.label_unseen,
+    data.empty_split,
     # hardware profiles (`--target`)
     target.precision_unsupported,
     target.target_memory,

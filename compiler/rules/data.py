@@ -598,3 +598,20 @@ def label_unseen(c: CheckedSpec) -> Iterator[Hit]:
     if unseen and seen:
         yield Hit(f"label(s) with no training examples: {', '.join(unseen)}", model.at("labels"),
                   help="add examples of these classes, or remove them from `labels`")
+
+
+@rule("FT220", "empty-split", ERROR, stage="data")
+def empty_split(c: CheckedSpec) -> Iterator[Hit]:
+    """A split that holds no rows once the data is read and split.
+
+    Why:
+    An empty validation or test split measures nothing. It happens with tiny sources, ratios like
+    `98/1/1`, or a time split whose timestamps are nearly all equal.
+    """
+    report = _report(c)
+    if report is None:
+        return
+    for name, part in report.parts.items():
+        if not part.rows:
+            yield Hit(f"the {name} split is empty", _decl(c, name),
+                      help="check the file, the split ratios, or (for `by time`) that timestamps vary")
