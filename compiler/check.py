@@ -49,9 +49,15 @@ class CheckedSpec:
         """Realised split sizes when the data was read, else {}."""
         return getattr(self.data, "sizes", {}) if self.data is not None else {}
 
-    def resolve_path(self, path: str) -> Path:
+    def resolve_path(self, path: str, where: Span | None = None) -> Path:
+        """A path from the spec, relative to the folder of the file where it was written (a path
+        inherited through `extends` is relative to that file, not to the spec)."""
         p = Path(path).expanduser()
-        return p if p.is_absolute() else self.base_dir / p
+        return p if p.is_absolute() else self.dir_of(where) / p
+
+    def dir_of(self, where: Span | None) -> Path:
+        """The folder of the file a span lies in (the spec's folder when unknown)."""
+        return Path(where.path).parent if where is not None else self.base_dir
 
 
 @dataclass(frozen=True)
@@ -192,7 +198,7 @@ def _with_data(checked: CheckedSpec) -> tuple[CheckedSpec, list[Diagnostic] | No
 
     if checked.spec.data is None:
         return checked, None
-    if any(not checked.resolve_path(p).exists() for _, p, _ in named_files(checked)):
+    if any(not checked.resolve_path(p, at).exists() for _, p, at in named_files(checked)):
         return checked, None
     hit = cache.load("check", _data_key(checked))
     if isinstance(hit, dict):

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from importlib import resources
+from pathlib import Path
 
-from ftc.compiler import ast
+from ftc.compiler import ast, larkimport  # noqa: F401 (larkimport first: see its docstring)
 from ftc.compiler.diagnostics import Diagnostic, Related, make
 from ftc.compiler.lower import Lowerer
 from ftc.compiler.source import Source, Span
@@ -50,7 +50,9 @@ MAX_SYNTAX_ERRORS = 10
 
 @functools.lru_cache(maxsize=1)
 def grammar_text() -> str:
-    return resources.files("ftc.grammar").joinpath("ftspec.lark").read_text(encoding="utf-8")
+    import ftc.grammar
+
+    return (Path(ftc.grammar.__file__).parent / "ftspec.lark").read_text(encoding="utf-8")
 
 
 @functools.lru_cache(maxsize=1)

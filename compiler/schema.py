@@ -533,19 +533,24 @@ class RewardStage(Node):
 
 @record
 class PolicyStage(Node):
-    """RLHF stage 2: the policy optimised against the reward model of stage 1."""
+    """RLHF stage 2: the policy optimised against the reward model of stage 1, on the prompts of
+    the spec's `data` block."""
 
     algorithm: str = key(t.enum("rloo", "grpo"), "online policy optimiser (TRL)", "rloo")
     prompt: str = key(t.string('"prompt"'), "prompt field", "prompt")
     generations: int = key(t.integer(2), "completions sampled per prompt", 4)
     kl_coef: float = key(t.number(0), "KL penalty towards the reference policy", 0.05)
-    data: Data | None = sub(Data, "the policy's prompts")
     train: Train | None = sub(Train, "the policy's own training settings")
 
 
 @record
 class RlhfSignal(Node):
-    """RLHF: a reward model, then policy optimisation driven by it."""
+    """RLHF: a reward model, then policy optimisation driven by it.
+
+    The reward stage trains on preference pairs: its own `data` block, or the spec's `data` when it
+    has none. The policy stage trains on the prompts of the spec's `data` (its train split); the
+    spec's val/test splits are where the gates are measured.
+    """
 
     reward: RewardStage | None = sub(RewardStage, "stage 1: the reward model", required=True)
     policy: PolicyStage | None = sub(PolicyStage, "stage 2: the policy, scored by stage 1", required=True)

@@ -7,7 +7,6 @@ so settings can share a line the way the spec reads best, and each key still has
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +40,8 @@ Sig = Callable[[Args, Span, str], Parsed]
 
 def suggest(word: str, choices: Sequence[str]) -> str:
     """'did you mean `x`? ' for the closest choice (a prefix either way counts: evaluation -> eval)."""
+    import difflib  # only when there is something to suggest
+
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     if not match and len(word) >= 3:
         match = [c for c in choices if len(c) >= 3 and (word.startswith(c) or c.startswith(word))][:1]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftc.compiler import schema as s
+from ftc.compiler.data.fields import input_fields, row_text, target_field  # noqa: F401 (re-exported)
 from ftc.compiler.data.splits import Part, presplit, split_source
 from ftc.compiler.data.table import RowProblem, Table
 
@@ -34,15 +35,15 @@ class DataReport:
         return {"sizes": self.sizes, "hashes": self.hashes}
 
 
-def _read(c: CheckedSpec, data: s.Data, path: str, mapping: dict[str, str], stage: str | None,
+def _read(c: CheckedSpec, data: s.Data, f: s.DataFile, mapping: dict[str, str], stage: str | None,
           report: DataReport) -> Table:
     from ftc.compiler.data.contracts import apply_mapping
     from ftc.compiler.data.readers import read_table
 
     from ftc.compiler.check import display_path
 
-    real = c.resolve_path(path)
-    root = c.resolve_path(data.image_root) if data.image_root else None
+    real = c.resolve_path(f.path, f.span)
+    root = c.resolve_path(data.image_root, data.at("image_root")) if data.image_root else None
     table = read_table(real, display_path(real), data.format, image_root=root)
     _collect(table, report)
     _validate(c, table, stage, report, mapping)
@@ -60,7 +61,7 @@ def _validate(c: CheckedSpec, table: Table, stage: str | None, report: DataRepor
     model = c.spec.model
     if model is not None and model.output_schema is not None:
         try:
-            output_schema = json.loads(c.resolve_path(model.output_schema).read_text(encoding="utf-8"))
+            output_schema = json.loads(c.resolve_path(model.output_schema, model.at("output_schema")).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             report.problems.append(RowProblem(model.output_schema, None, None,
                                               f"cannot read the output schema: {err}", "fix the JSON Schema file"))
@@ -74,7 +75,7 @@ def _validate(c: CheckedSpec, table: Table, stage: str | None, report: DataRepor
 def _parts(c: CheckedSpec, data: s.Data, stage: str | None, report: DataReport) -> dict[str, Part]:
     mapping = dict(data.fields.mapping) if data.fields is not None else {}
     if data.source is not None and data.split is not None:
-        table = _read(c, data, data.source.path, mapping, stage, report)
+        table = _read(c, data, data.source, mapping, stage, report)
         parts, problems = split_source(table, data.split.ratios, data.split.by, data.split.key, data.seed,
                                        data.stratify)
         report.problems.extend(problems)
@@ -83,7 +84,7 @@ def _parts(c: CheckedSpec, data: s.Data, stage: str | None, report: DataReport) 
     for name in ("train", "val", "test"):
         f = getattr(data, name)
         if f is not None:
-            tables[name] = _read(c, data, f.path, mapping, stage, report)
+            tables[name] = _read(c, data, f, mapping, stage, report)
     return presplit(tables)
 
 
@@ -102,8 +103,8 @@ def analyze(c: CheckedSpec) -> DataReport:
         report.hashes = {n: p.sha256 for n, p in report.parts.items()}
     sig = spec.signal
     if sig is not None and sig.kind == "rlhf":
-        for stage in ("reward", "policy"):
-            node = getattr(sig, stage)
+        for stage in ("reward",):
+            node = sig.reward
             if node is not None and node.data is not None:
                 report.stages[stage] = _parts(c, node.data, stage, report)
                 for n, p in report.stages[stage].items():
@@ -116,40 +117,5 @@ def data_paths(c: CheckedSpec) -> list[Path]:
     """Every data file or folder the analysis reads (for cache keys)."""
     from ftc.compiler.rules.files import named_files
 
-    return [c.resolve_path(p) for what, p, _ in named_files(c) if what != "base model folder"]
+    return [c.resolve_path(p, at) for what, p, at in named_files(c) if what != "base model folder"]
 
-
-def input_fields(spec: s.Spec) -> tuple[str, ...]:
-    """The fields whose text a model sees as input: what leakage between splits compares."""
-    sig = spec.signal
-    if sig is None:
-        return ()
-    if sig.kind == "sft":
-        return (sig.messages,) if sig.messages else ((sig.input,) if sig.input else ())
-    if sig.kind in ("dpo", "rlhf"):
-        return (getattr(sig, "prompt", None) or "prompt",)
-    if sig.kind == "contrastive":
-        return (sig.image,) if sig.image else ((sig.anchor,) if sig.anchor else ())
-    return ()
-
-
-def row_text(row: dict[str, Any], fields: tuple[str, ...]) -> str:
-    parts: list[str] = []
-    for name in fields:
-        value = row.get(name)
-        if isinstance(value, list):  # chat messages: every non-assistant turn
-            parts.extend(str(m.get("content", "")) for m in value
-                         if isinstance(m, dict) and m.get("role") != "assistant")
-        elif value is not None:
-            parts.append(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
-    return "\n".join(parts)
-
-
-def target_field(spec: s.Spec) -> str | None:
-    sig = spec.signal
-    if sig is not None and sig.kind == "sft" and sig.target:
-        return str(sig.target)
-    model = spec.model
-    if model is not None and model.task == "image_classification":
-        return "label"
-    return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
+import textwrap
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -72,25 +72,35 @@ class Rule:
                              hit.detail, hit.related)
 
 
+def cleandoc(doc: str) -> str:
+    """inspect.cleandoc without importing inspect (costly at start-up): first line as is, the rest
+    dedented, blank lines at both ends removed."""
+    lines = doc.expandtabs().splitlines()
+    if not lines:
+        return ""
+    rest = textwrap.dedent("\n".join(lines[1:]))
+    return (lines[0].strip() + "\n" + rest).strip("\n")
+
+
 _SECTION = re.compile(r"^(Why|Example|Use instead):\s*$", re.MULTILINE)
 
 
 def doc_sections(doc: str) -> dict[str, str]:
-    text = inspect.cleandoc(doc)
+    text = cleandoc(doc)
     parts = _SECTION.split(text)
     out = {"Summary": parts[0].strip()}
     for title, body in zip(parts[1::2], parts[2::2]):
         lines = body.strip("\n").splitlines()
-        out[title] = inspect.cleandoc("\n".join(lines)) if lines else ""
+        out[title] = cleandoc("\n".join(lines)) if lines else ""
     return out
 
 
 def rule(code: str, name: str, severity: Severity, *, guard: bool = False,
          stage: str = "spec") -> Callable[[Check], Rule]:
     def wrap(fn: Check) -> Rule:
-        return Rule(code, name, severity, inspect.cleandoc(fn.__doc__ or ""), fn, stage, guard)
+        return Rule(code, name, severity, cleandoc(fn.__doc__ or ""), fn, stage, guard)
     return wrap
 
 
 def frontend(code: str, name: str, severity: Severity, doc: str) -> Rule:
-    return Rule(code, name, severity, inspect.cleandoc(doc), None, "frontend", False)
+    return Rule(code, name, severity, cleandoc(doc), None, "frontend", False)

@@ -8,15 +8,18 @@ data statement, so that they can be waived there with a written reason; the rows
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ftc.compiler import schema as s
 from ftc.compiler.check import CheckedSpec
-from ftc.compiler.data.analyze import DataReport, input_fields, row_text, target_field
-from ftc.compiler.data.splits import Part, parse_time
+from ftc.compiler.data.fields import input_fields, row_text, target_field
 from ftc.compiler.diagnostics import Related
 from ftc.compiler.rules.base import ERROR, WARNING, Hit, rule
 from ftc.compiler.source import Span
+
+if TYPE_CHECKING:  # the analysis (and what it imports) loads only when data is read
+    from ftc.compiler.data.analyze import DataReport
+    from ftc.compiler.data.splits import Part
 
 MIN_ROWS = 100  # DOMAIN.md: fewer than 100 labelled examples -> do not fine-tune
 MIN_ROWS_FULL = 1000  # a full fine-tune under 1,000 -> refuse (PEFT sweet spot below)
@@ -28,7 +31,7 @@ LENGTH_BIAS = 0.8  # share of pairs where chosen is longer than rejected
 
 def _report(c: CheckedSpec) -> DataReport | None:
     report = c.data
-    return report if isinstance(report, DataReport) and report.parts else None
+    return report if report is not None and getattr(report, "parts", None) else None
 
 
 def data_span(path: str, line: int | None) -> Span:
@@ -66,7 +69,7 @@ def data_unreadable(c: CheckedSpec) -> Iterator[Hit]:
     traceback deep in a data loader.
     """
     report = c.data
-    if not isinstance(report, DataReport):
+    if report is None:
         return
     for p in report.problems:
         if p.line is None:
@@ -86,7 +89,7 @@ def malformed_row(c: CheckedSpec) -> Iterator[Hit]:
     are counted.
     """
     report = c.data
-    if not isinstance(report, DataReport):
+    if report is None:
         return
     shown: Counter[str] = Counter()
     for p in report.problems:
@@ -282,6 +285,8 @@ def leakage_time(c: CheckedSpec) -> Iterator[Hit]:
     data = c.spec.data
     if report is None or data is None or "train" not in report.parts:
         return
+    from ftc.compiler.data.splits import parse_time
+
     key = data.time or (data.split.key if data.split is not None and data.split.by == "time" else None)
     if key is None:
         return

@@ -28,10 +28,8 @@ def named_files(c: CheckedSpec) -> Iterator[tuple[str, str, Span | None]]:
     yield from data_files(spec.data, "")
     sig = spec.signal
     if sig is not None and sig.kind == "rlhf":
-        for stage in ("reward", "policy"):
-            node = getattr(sig, stage)
-            if node is not None:
-                yield from data_files(node.data, f"{stage} stage ")
+        if sig.reward is not None:
+            yield from data_files(sig.reward.data, "reward stage ")
     m = spec.model
     if m is not None:
         if m.output_schema is not None:
@@ -53,6 +51,7 @@ def file_not_found(c: CheckedSpec) -> Iterator[Hit]:
     spec's folder. `ftc check --no-data` skips this rule (for pre-commit without the data).
     """
     for what, path, span in named_files(c):
-        if not c.resolve_path(path).exists():
+        if not c.resolve_path(path, span).exists():
+            folder = c.dir_of(span).as_posix()
             yield Hit(f"{what} `{path}` does not exist", span,
-                      help=f"paths are relative to the spec's folder ({c.base_dir.as_posix() or '.'})")
+                      help=f"paths are relative to the folder of the file that names them ({folder})")

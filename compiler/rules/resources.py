@@ -37,7 +37,7 @@ def memory_over_budget(c: CheckedSpec) -> Iterator[Hit]:
     budget, model = spec.budget, spec.model
     if budget is None or budget.gpu_memory is None or model is None or spec.method is None:
         return
-    shape = est.model_shape(model, c.base_dir)
+    shape = est.model_shape(model, c.dir_of(model.at("base")))
     if shape is None:
         return
     e = est.estimate(spec, shape, est.default_seq_len(spec))
@@ -77,7 +77,7 @@ def memory_unknown(c: CheckedSpec) -> Iterator[Hit]:
     budget, model = c.spec.budget, c.spec.model
     if budget is None or budget.gpu_memory is None or model is None:
         return
-    if est.model_shape(model, c.base_dir) is None:
+    if est.model_shape(model, c.dir_of(model.at("base"))) is None:
         yield Hit("the memory budget cannot be checked: the model's parameter count is unknown",
                   budget.at("gpu_memory"), help="declare it in `model`, e.g. `params 7B`, or use a local base folder")
 

@@ -227,7 +227,6 @@ signal rlhf {
   }
   policy {
     algorithm grpo; generations 8
-    data { train "data/prompts.jsonl" rows 300 }
     train { steps 200 }
   }
 }
@@ -235,7 +234,7 @@ eval { metric loss; gate loss <= 2.0 on test }
 """
 
 
-def test_rlhf_stages_have_their_own_data_and_train(check_spec) -> None:  # type: ignore[no-untyped-def]
+def test_rlhf_stages_have_their_own_settings(check_spec) -> None:  # type: ignore[no-untyped-def]
     r = check_spec(RLHF)
     sig = spec_of(r).signal
     assert type(sig) is s.RlhfSignal and sig.kind == "rlhf"
@@ -244,8 +243,14 @@ def test_rlhf_stages_have_their_own_data_and_train(check_spec) -> None:  # type:
     assert rw.data.source.path == "data/prefs.jsonl" and rw.data.split.key == "topic"
     assert (rw.train.epochs, rw.train.learning_rate) == (1, 1e-5)
     assert (po.algorithm, po.generations, po.kl_coef) == ("grpo", 8, 0.05)
-    assert po.data.train.path == "data/prompts.jsonl" and po.train.steps == 200
-    assert spec_of(r).data.train.path == "data/train.jsonl"  # the top-level data is separate
+    assert po.train.steps == 200
+    assert spec_of(r).data.train.path == "data/train.jsonl"  # the policy's prompts: the spec's data
+
+
+def test_policy_prompts_live_in_the_spec_data(check_spec) -> None:  # type: ignore[no-untyped-def]
+    r = check_spec(RLHF.replace("train { steps 200 }", 'data { train "data/prompts.jsonl" }'))
+    (d,) = [d for d in r.diagnostics if d.code == "FT010"]
+    assert d.message == "unknown block `data` in `policy`"
 
 
 def test_rlhf_needs_both_stages(check_spec) -> None:  # type: ignore[no-untyped-def]

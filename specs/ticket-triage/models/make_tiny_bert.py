@@ -1,0 +1,94 @@
+"""Regenerate models/tiny-bert: a tiny, randomly initialised BERT classifier (deterministic, offline).
+
+    python specs/ticket-triage/models/make_tiny_bert.py     # after make_data.py
+
+The WordPiece vocabulary is built from the example's training file only (no hub access), the weights come from BertForSequenceClassification(config) under torch.manual_seed(0),
+and everything is saved with save_pretrained (safetensors), so that plain transformers loads it:
+
+    AutoModelForSequenceClassification.from_pretrained("specs/ticket-triage/models/tiny-bert")
+    AutoTokenizer.from_pretrained("specs/ticket-triage/models/tiny-bert")
+
+Shape: 2 layers, hidden 64, 2 heads, intermediate 128, 128 positions, vocab <= 1000: about 0.5 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+EXAMPLE = HERE.parent
+OUT = HERE / "tiny-bert"
+LABELS = ("billing", "bug", "account", "shipping")  # the order of the spec's `labels`
+VOCAB_SIZE = 1000
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def texts() -> list[str]:
+    rows = (EXAMPLE / "data" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(r)["text"] for r in rows if r.strip()]
+
+
+def build_vocab() -> list[str]:
+    """Special tokens, every character (alone and as a `##` continuation), then whole words by
+    frequency (ties by spelling) up to VOCAB_SIZE. Built here rather than by the `tokenizers`
+    WordPiece trainer, whose tie-breaking varies between runs; any word outside the vocabulary
+    still splits into known pieces."""
+    import unicodedata
+    from collections import Counter
+
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    pre = BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for text in texts():
+        norm = "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
+        words.update(w for w, _ in pre.pre_tokenize_str(norm))
+    chars = sorted({c for w in words for c in w})
+    vocab = SPECIAL + chars + [f"##{c}" for c in chars]
+    for word, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= VOCAB_SIZE:
+            break
+        if word not in vocab:
+            vocab.append(word)
+    return vocab
+
+
+def build_tokenizer():  # type: ignore[no-untyped-def]
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(build_vocab())}
+    wp = BertWordPieceTokenizer(vocab, lowercase=True, strip_accents=True)
+    return BertTokenizerFast(tokenizer_object=wp._tokenizer, do_lower_case=True, model_max_length=128,
+                             unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
+                             mask_token="[MASK]")
+
+
+def main() -> None:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tok = build_tokenizer()
+    config = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=128, type_vocab_size=2,
+                        num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+                        label2id={name: i for i, name in enumerate(LABELS)}, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    model.save_pretrained(OUT, safe_serialization=True)
+    tok.save_pretrained(OUT)
+    vocab = OUT / "vocab.txt"
+    if not vocab.exists():  # the slow-tokenizer vocabulary, for tools that read vocab.txt
+        ordered = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+        vocab.write_text("".join(f"{t}\n" for t, _ in ordered), encoding="utf-8")
+    params = sum(p.numel() for p in model.parameters())
+    size = sum(f.stat().st_size for f in OUT.iterdir())
+    print(f"wrote {OUT.relative_to(EXAMPLE)}: {params} parameters, vocab {len(tok)}, {size / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()
