@@ -125,9 +125,11 @@ def test_group_leakage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_time_leakage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     train = rows(300, 1, created_at=lambda i: f"2024-03-{1 + i % 28:02d}T00:00:00Z")
     test = rows(60, 3, start=20_000, created_at=lambda i: "2024-02-01T00:00:00Z" if i % 10 == 0 else "2024-06-01T00:00:00Z")
+    val = rows(60, 2, start=10_000, created_at="2024-05-01T00:00:00Z")
     result = run(tmp_path, monkeypatch, 'data { train "data/train.jsonl"; val "data/val.jsonl"; '
-                                         'test "data/test.jsonl"; time "created_at" }', train=train, test=test)
-    assert the(result, "FT208").message.startswith("6 test row(s)")
+                                         'test "data/test.jsonl"; time "created_at" }', train=train, val=val, test=test)
+    [d] = [d for d in result.diagnostics if d.code == "FT208"]
+    assert d.message.startswith("6 test row(s)") and d.span is not None and d.span.column == 63  # `test "..."`
 
 
 def test_group_split_keeps_groups_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
