@@ -6,8 +6,6 @@ compiler/resolve.py gives statements their meaning.
 
 from __future__ import annotations
 
-from typing import Union
-
 from ftc.compiler.record import record
 from ftc.compiler.source import Span
 
@@ -100,7 +98,7 @@ class Compare:
         return f"{self.left.show()} {self.op} {self.right.show()}"
 
 
-Value = Union[Str, Num, Quantity, Percent, Ratio, Name, ListV, Compare]
+Value = Str | Num | Quantity | Percent | Ratio | Name | ListV | Compare
 
 
 @record

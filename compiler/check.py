@@ -10,12 +10,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ftc.compiler import ast, schema
 from ftc.compiler.diagnostics import (
     Diagnostic,
-    Related,
-    Severity,
     has_errors,
     make,
     sort_diagnostics,

@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise
     except BrokenPipeError:
         sys.exit(EXIT_OK)
-    except Exception as err:  # a bug in ftc, never a user mistake
+    except Exception as err:  # noqa: BLE001 (a bug in ftc, never a user mistake: exit 3)
         click.echo(f"ftc: internal error: {type(err).__name__}: {err}\n"
                    "This is a bug in ftc; please report it with the spec that caused it.", err=True)
         if os.environ.get("FTC_DEBUG"):

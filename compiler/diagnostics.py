@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ftc.compiler.source import Span
 
@@ -77,7 +78,7 @@ def make(
     return Diagnostic(code, rule.name, rule.severity, message, span, help, detail, related)
 
 
-def to_dict(d: Diagnostic) -> dict[str, object]:
+def to_dict(d: Diagnostic) -> dict[str, Any]:
     """A JSON-able form (for caches); from_dict restores it exactly."""
     def span(s: Span | None) -> list[object] | None:
         return None if s is None else [s.path, s.start, s.end, s.line, s.column, s.end_line, s.end_column]
@@ -87,10 +88,10 @@ def to_dict(d: Diagnostic) -> dict[str, object]:
             "related": [[span(r.span), r.message] for r in d.related]}
 
 
-def from_dict(data: dict[str, object]) -> Diagnostic:
-    def span(v: object) -> Span | None:
-        return None if v is None else Span(*v)  # type: ignore[misc]
+def from_dict(data: dict[str, Any]) -> Diagnostic:
+    def span(v: Any) -> Span | None:
+        return None if v is None else Span(str(v[0]), *(int(x) for x in v[1:]))
 
-    related = tuple(Related(span(s), m) for s, m in data["related"])  # type: ignore[arg-type, attr-defined, misc]
+    related = tuple(Related(s, str(m)) for v, m in data["related"] if (s := span(v)) is not None)
     return Diagnostic(str(data["code"]), str(data["name"]), Severity(data["severity"]), str(data["message"]),
                       span(data["span"]), str(data["help"]), str(data["detail"]), related)

@@ -13,7 +13,7 @@ _hidden = "regex" not in sys.modules
 if _hidden:
     sys.modules["regex"] = None  # type: ignore[assignment]  # makes `import regex` raise ImportError
 try:
-    import lark  # noqa: F401
+    import lark
     import lark.parsers.lalr_analysis  # noqa: F401
 finally:
     if _hidden:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ftc.compiler import ast
+from ftc.compiler import (
+    ast,
+    larkimport,  # noqa: F401 (before lark: see its docstring)
+)
 from ftc.compiler.diagnostics import Diagnostic, make
 from ftc.compiler.source import Source, Span
-from ftc.compiler import larkimport  # noqa: F401,I001 (before lark: see its docstring)
 from lark import Token, Tree
 
 _NUM = re.compile(

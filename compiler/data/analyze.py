@@ -37,10 +37,9 @@ class DataReport:
 
 def _read(c: CheckedSpec, data: s.Data, f: s.DataFile, mapping: dict[str, str], stage: str | None,
           report: DataReport) -> Table:
+    from ftc.compiler.check import display_path
     from ftc.compiler.data.contracts import apply_mapping
     from ftc.compiler.data.readers import read_table
-
-    from ftc.compiler.check import display_path
 
     real = c.resolve_path(f.path, f.span)
     root = c.resolve_path(data.image_root, data.at("image_root")) if data.image_root else None

@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from ftc.compiler.data.table import RowProblem, Table
 
@@ -88,7 +89,7 @@ def parse_time(value: Any) -> float | None:
         except ValueError:
             return None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         return moment.timestamp()
     return None
 
@@ -154,8 +155,8 @@ def _stratified(table: Table, ratios: Sequence[float], seed: int, label: str,
         for b, stop in enumerate(bounds):
             buckets[b].extend(i for _, i in members[start:stop])
             start = stop
-    for b in buckets:
-        b.sort()
+    for bucket in buckets:
+        bucket.sort()
 
 
 def _time_split(table: Table, ratios: Sequence[float], key: str, buckets: list[list[int]],

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import textwrap
 import re
+import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING

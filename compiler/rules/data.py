@@ -8,7 +8,8 @@ data statement, so that they can be waived there with a written reason; the rows
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from ftc.compiler import schema as s
 from ftc.compiler.check import CheckedSpec
@@ -43,7 +44,7 @@ def _decl(c: CheckedSpec, split: str) -> Span | None:
     data = c.spec.data
     if data is None:
         return None
-    f = getattr(data, split, None)
+    f: s.DataFile | None = getattr(data, split, None)
     if f is not None:
         return f.span
     if data.split is not None:

@@ -27,9 +27,8 @@ def named_files(c: CheckedSpec) -> Iterator[tuple[str, str, Span | None]]:
 
     yield from data_files(spec.data, "")
     sig = spec.signal
-    if sig is not None and sig.kind == "rlhf":
-        if sig.reward is not None:
-            yield from data_files(sig.reward.data, "reward stage ")
+    if sig is not None and sig.kind == "rlhf" and sig.reward is not None:
+        yield from data_files(sig.reward.data, "reward stage ")
     m = spec.model
     if m is not None:
         if m.output_schema is not None:

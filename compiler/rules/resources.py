@@ -85,9 +85,9 @@ def memory_unknown(c: CheckedSpec) -> Iterator[Hit]:
 def _test_size(data: s.Data) -> int | None:
     if data.test is not None:
         return data.test.rows
-    if data.source is not None and data.source.rows is not None and data.split is not None:
-        if len(data.split.ratios) == 3:
-            return int(data.source.rows * data.split.ratios[2])
+    if (data.source is not None and data.source.rows is not None and data.split is not None
+            and len(data.split.ratios) == 3):
+        return int(data.source.rows * data.split.ratios[2])
     return None
 
 
