@@ -81,7 +81,7 @@ def record(cls: type[T]) -> type[T]:
         default = cls.__dict__.get(name, MISSING)
         f: Field[Any] = default if isinstance(default, Field) else dataclasses.field(default=default)
         f.name, f.type = name, annotation
-        f._field_type = _FIELD  # what dataclasses.fields() looks for
+        setattr(f, "_field_type", _FIELD)  # noqa: B010 (what dataclasses.fields() looks for; mypy: private)
         table[name] = f
         if isinstance(default, Field):
             if f.default is MISSING:
