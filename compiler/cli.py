@@ -139,6 +139,60 @@ def rules_cmd(fmt: str) -> None:
     click.echo({"text": rules_text, "json": rules_json, "markdown": rules_markdown}[fmt](), nl=False)
 
 
+def _checked_or_exit(spec_path: str, fmt: str = "text"):  # type: ignore[no-untyped-def]
+    """Check a spec with its data; on errors print them and exit 1 (a plan needs a clean spec)."""
+    from ftc.compiler.check import CheckOptions, check_file
+    from ftc.compiler.render import render
+    from ftc.compiler.rules import RULES
+
+    result = check_file(Path(spec_path), CheckOptions())
+    if not result.ok or result.checked is None:
+        shown = [d for d in result.diagnostics]
+        click.echo(render(shown, result.sources, "text", color=sys.stderr.isatty(), files_checked=1, rules=RULES),
+                   err=True, nl=False)
+        click.echo(f"ftc: {spec_path} is refused: fix the errors above first", err=True)
+        sys.exit(EXIT_ERRORS)
+    return result
+
+
+@cli.command()
+@click.argument("spec")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "dot", "mermaid"]), default="text",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the plan as JSON to this file.")
+def plan(spec: str, fmt: str, out: str | None) -> None:
+    """Show what `ftc run` will do: steps, inputs, hashes, estimated steps and memory."""
+    from ftc.compiler.plan import build_plan, render_dot, render_mermaid, render_text
+
+    result = _checked_or_exit(spec)
+    waivers = tuple({"code": w.code, "reason": w.reason} for w in result.waivers)
+    the_plan = build_plan(result.checked, waivers)
+    renderers = {"text": render_text, "json": lambda p: p.to_json(), "dot": render_dot, "mermaid": render_mermaid}
+    click.echo(renderers[fmt](the_plan), nl=False)
+    if out:
+        Path(out).write_text(the_plan.to_json(), encoding="utf-8")
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--resume", is_flag=True, help="Continue the last interrupted run of this spec from its last checkpoint.")
+@click.option("--dry-run", is_flag=True, help="Walk the plan without doing any work.")
+@click.option("--max-steps", type=int, help="Cap training steps (smoke tests).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+def run(target: str, resume: bool, dry_run: bool, max_steps: int | None, device: str) -> None:
+    """Run a spec (or a reviewed plan.json): train, evaluate, judge the gates, register."""
+    from ftc.runtime.run import EXIT_REFUSED
+    from ftc.runtime.run import run as run_target
+
+    if not target.endswith(".json"):
+        _checked_or_exit(target)  # print the diagnostics of a refused spec
+    outcome = run_target(target, resume=resume, dry_run=dry_run, max_steps=max_steps, device=device)
+    click.echo(f"ftc: {outcome.message}", err=outcome.exit_code not in (0,))
+    if outcome.exit_code == EXIT_REFUSED and target.endswith(".json"):
+        pass
+    sys.exit(outcome.exit_code)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: turns an unexpected exception into exit code 3 with a short report."""
     try:

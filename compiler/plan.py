@@ -1,0 +1,289 @@
+"""build_plan: CheckedSpec (with its data read) -> Plan, the reviewed artifact that `ftc run` executes.
+
+The plan is a graph of steps with inputs, parameters, content hashes and estimates. Its JSON is
+deterministic: format_version, nodes sorted by id, edges sorted, no timestamps or absolute paths;
+the same spec and data give the same bytes. A node's hash covers its kind, its parameters and the
+hashes of its inputs, so a step whose inputs did not change has the same hash and its result can be
+reused from the content-addressed cache (the base model's evaluation, for instance).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftc import __version__
+from ftc.compiler import estimate as est
+from ftc.compiler import schema as s
+from ftc.compiler.check import CheckedSpec
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    id: str
+    kind: str
+    inputs: tuple[str, ...]
+    params: dict[str, Any]
+    hash: str = ""
+    estimate: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "inputs": list(self.inputs), "params": self.params,
+                "hash": self.hash, "estimate": self.estimate}
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: dict[str, Any]
+    data: dict[str, Any]
+    base: dict[str, Any]
+    nodes: tuple[PlanNode, ...]
+    waivers: tuple[dict[str, str], ...] = ()
+
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        return sorted((i, n.id) for n in self.nodes for i in n.inputs)
+
+    @property
+    def hash(self) -> str:
+        return _digest([n.hash for n in self.nodes])
+
+    def node(self, node_id: str) -> PlanNode:
+        return next(n for n in self.nodes if n.id == node_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "ftc_version": __version__, "plan_hash": self.hash,
+                "spec": self.spec, "data": self.data, "base": self.base, "waivers": list(self.waivers),
+                "nodes": [n.to_dict() for n in self.nodes],
+                "edges": [{"from": a, "to": b} for a, b in self.edges]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Plan:
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"plan format_version {doc.get('format_version')!r} is not {FORMAT_VERSION}")
+        nodes = tuple(PlanNode(n["id"], n["kind"], tuple(n["inputs"]), n["params"], n["hash"], n["estimate"])
+                      for n in doc["nodes"])
+        return cls(doc["spec"], doc["data"], doc["base"], nodes, tuple(doc.get("waivers", ())))
+
+    def topological(self) -> list[PlanNode]:
+        """Nodes in an order where every input comes first (ties by id: deterministic)."""
+        done: set[str] = set()
+        order: list[PlanNode] = []
+        pending = sorted(self.nodes, key=lambda n: n.id)
+        while pending:
+            ready = [n for n in pending if all(i in done for i in n.inputs)]
+            if not ready:
+                raise ValueError("the plan has a cycle")
+            for n in ready:
+                done.add(n.id)
+                order.append(n)
+            pending = [n for n in pending if n.id not in done]
+        return order
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _spec_info(c: CheckedSpec) -> dict[str, Any]:
+    texts = sorted((path, src.text) for path, src in c.sources.items())
+    return {"name": c.name, "path": c.path, "files": sorted(c.sources), "sha256": _digest(texts)}
+
+
+def _base_info(c: CheckedSpec) -> dict[str, Any]:
+    from ftc.compiler.data.cache import file_digest
+    from ftc.compiler.estimate import _is_local
+
+    m = c.spec.model
+    info: dict[str, Any] = {"ref": m.base, "revision": m.revision, "local": _is_local(m.base)}
+    if info["local"]:
+        folder = c.resolve_path(m.base, m.at("base"))
+        info["sha256"] = file_digest(folder) if folder.exists() else None
+    else:
+        info["sha256"] = None  # a hub model is identified by its pinned revision
+    return info
+
+
+def _plain(value: Any) -> Any:
+    """Spec blocks as JSON-able parameters (spans and defaults' absence dropped)."""
+    if isinstance(value, s.Node):
+        out = {k: _plain(getattr(value, k)) for k in s.schema_fields(type(value))}
+        if value.kind:
+            out["kind"] = value.kind
+        return out
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__ if k not in ("span", "metric_span")}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def train_steps(train_rows: int, tr: s.Train, devices: int) -> int:
+    if tr.steps is not None:
+        return tr.steps
+    per_step = tr.batch_size * tr.grad_accum * max(1, devices)
+    return max(1, math.ceil(train_rows / per_step)) * (tr.epochs or 1)
+
+
+class _Builder:
+    def __init__(self, c: CheckedSpec) -> None:
+        self.c = c
+        self.nodes: dict[str, PlanNode] = {}
+
+    def add(self, node_id: str, kind: str, inputs: list[str], params: dict[str, Any],
+            estimate: dict[str, Any] | None = None) -> str:
+        ins = tuple(sorted(inputs))
+        h = _digest([kind, params, [self.nodes[i].hash for i in ins]])
+        self.nodes[node_id] = PlanNode(node_id, kind, ins, params, h, estimate or {})
+        return node_id
+
+
+def build_plan(c: CheckedSpec, waivers: tuple[dict[str, str], ...] = ()) -> Plan:
+    spec = c.spec
+    b = _Builder(c)
+    sizes, hashes = dict(c.sizes), dict(getattr(c.data, "hashes", {}) or {})
+    data = spec.data
+    files = {name: getattr(data, name).path for name in ("train", "val", "test", "source") if getattr(data, name)}
+    stage = spec.signal.reward.data if spec.signal.kind == "rlhf" and spec.signal.reward else None
+    if stage is not None:
+        files.update({f"reward.{name}": getattr(stage, name).path for name in ("train", "val", "test", "source")
+                      if getattr(stage, name)})
+    b.add("data.read", "read_data", [], {"files": files, "format": data.format, "fields": _plain(data.fields)})
+    b.add("data.validate", "validate", ["data.read"], {"signal": spec.signal.kind, "task": spec.model.task})
+    b.add("data.split", "split", ["data.validate"],
+          {"split": _plain(data.split), "seed": data.seed, "stratify": data.stratify,
+           "sizes": sizes, "hashes": hashes}, {"rows": sizes})
+    last = "data.split"
+    if data.dedup is not None and data.dedup.kind != "none":
+        last = b.add("data.dedup", "dedup", [last], _plain(data.dedup))
+    tok = b.add("data.tokenize", "tokenize", [last], {"max_length": _plain(data.max_length),
+                                                       "packing": (spec.train or s.Train()).packing})
+    base = _base_info(c)
+    b.add("model.load_base", "load_base", [], {**base, "quantize": _quant(spec)})
+    b.add("model.attach", "attach_method", ["model.load_base"], _plain(spec.method))
+    train_ids = _train_nodes(b, c, tok, sizes)
+    final = train_ids[-1]
+    gate_inputs = _eval_nodes(b, c, tok, final)
+    b.add("gates", "gates", gate_inputs, {"gates": [_gate(g) for g in spec.eval.gates]})
+    b.add("register", "register", ["gates", final], {"name": c.name})
+    if getattr(spec.method, "merge", False):
+        b.add("export.merged", "export", ["register"], {"merge": True})
+    nodes = tuple(sorted(b.nodes.values(), key=lambda n: n.id))
+    return Plan(_spec_info(c), {"sizes": sizes, "hashes": hashes}, base, nodes, waivers)
+
+
+def _quant(spec: s.Spec) -> dict[str, Any] | None:
+    m = spec.method
+    if m.kind == "qlora":
+        return {"bits": m.bits, "quant_type": m.quant_type, "double_quant": m.double_quant,
+                "compute_dtype": m.compute_dtype}
+    return {"bits": 8} if spec.model.quantize == "8bit" else None
+
+
+def _train_nodes(b: _Builder, c: CheckedSpec, tok: str, sizes: dict[str, int]) -> list[str]:
+    spec = c.spec
+    tr = spec.train or s.Train()
+    budget = spec.budget or s.Budget()
+    devices = budget.gpus * budget.nodes
+    shape = est.model_shape(spec.model, c.dir_of(spec.model.at("base")))
+    memory = None
+    if shape is not None:
+        memory = round(est.estimate(spec, shape, est.default_seq_len(spec)).total)
+    train_est = {"steps": train_steps(sizes.get("train", 0), tr, devices), "examples": sizes.get("train", 0),
+                 "memory_bytes": memory}
+    if spec.signal.kind != "rlhf":
+        return [b.add("train", "train", [tok, "model.attach"],
+                      {"signal": _plain(spec.signal), "train": _plain(tr)}, train_est)]
+    sig = spec.signal
+    rtr = sig.reward.train or tr
+    reward_rows = sizes.get("reward.train", sizes.get("train", 0))
+    reward_inputs = [tok, "model.load_base"]
+    reward = b.add("train.reward", "train_reward", reward_inputs,
+                   {"stage": _plain(sig.reward), "train": _plain(rtr)},
+                   {"steps": train_steps(reward_rows, rtr, devices), "examples": reward_rows})
+    ptr = sig.policy.train or tr
+    policy = b.add("train.policy", "train_policy", [tok, "model.attach", reward],
+                   {"stage": _plain(sig.policy), "train": _plain(ptr)},
+                   {"steps": train_steps(sizes.get("train", 0), ptr, devices), "examples": sizes.get("train", 0),
+                    "memory_bytes": memory})
+    return [reward, policy]
+
+
+def _gate(g: s.Gate) -> dict[str, Any]:
+    return {"metric": g.metric, "qualifier": g.qualifier, "op": g.op, "threshold": g.threshold,
+            "split": g.split or ("test" if g.dataset is None else None), "slice": g.slice,
+            "dataset": g.dataset, "versus": g.versus, "text": g.threshold_text}
+
+
+def _eval_nodes(b: _Builder, c: CheckedSpec, tok: str, final: str) -> list[str]:
+    spec = c.spec
+    ev = spec.eval
+    metrics = [_plain(m) for m in ev.metrics]
+    splits = sorted({g.split or "test" for g in ev.gates if g.dataset is None and g.metric != "latency"} | {"test"})
+    out: list[str] = []
+    for split in splits:
+        slices = sorted({g.slice for g in ev.gates if (g.split or "test") == split and g.slice})
+        params = {"split": split, "metrics": metrics, "slices": slices}
+        out.append(b.add(f"eval.base.{split}", "evaluate", [tok, "model.load_base"], {**params, "model": "base"}))
+        out.append(b.add(f"eval.tuned.{split}", "evaluate", [tok, final], {**params, "model": "tuned"}))
+    for g in ev.gates:
+        if g.dataset is not None:
+            params = {"dataset": g.dataset, "metric": g.qualifier or "loss"}
+            out.append(b.add("eval.base.regression", "evaluate", ["model.load_base"], {**params, "model": "base"}))
+            out.append(b.add("eval.tuned.regression", "evaluate", [final], {**params, "model": "tuned"}))
+    if any(g.metric == "latency" for g in ev.gates):
+        out.append(b.add("eval.latency", "latency", [tok, final], {"warmup": ev.latency_warmup, "split": "test"}))
+    return sorted(set(out))
+
+
+# --- renderings ---------------------------------------------------------------------------------
+
+def render_text(plan: Plan) -> str:
+    lines = [f"plan for {plan.spec['name']} ({plan.spec['path']})  plan {plan.hash[:12]}",
+             "data: " + ", ".join(f"{k} {v} rows" for k, v in sorted(plan.data['sizes'].items())),
+             f"base: {plan.base['ref']}" + (f" @ {plan.base['revision']}" if plan.base.get('revision') else "")
+             + (f" (sha256 {plan.base['sha256'][:12]})" if plan.base.get('sha256') else ""), ""]
+    for n in plan.topological():
+        est_text = ", ".join(f"{k} {_human(k, v)}" for k, v in sorted(n.estimate.items()) if v is not None and k != "rows")
+        after = f"  <- {', '.join(n.inputs)}" if n.inputs else ""
+        lines.append(f"  {n.id:<24} {n.kind:<14} {n.hash[:10]}{after}" + (f"   [{est_text}]" if est_text else ""))
+    for w in plan.waivers:
+        lines.append(f"waived {w['code']}: {w['reason']}")
+    return "\n".join(lines) + "\n"
+
+
+def _human(key: str, value: Any) -> str:
+    if key == "memory_bytes" and isinstance(value, (int, float)):
+        return est.fmt_bytes(value)
+    return str(value)
+
+
+def render_dot(plan: Plan) -> str:
+    out = ["digraph plan {", "  rankdir=LR;", '  node [shape=box, fontname="monospace"];']
+    for n in plan.nodes:
+        out.append(f'  "{n.id}" [label="{n.id}\\n{n.kind}"];')
+    for a, b_ in plan.edges:
+        out.append(f'  "{a}" -> "{b_}";')
+    return "\n".join(out) + "\n}\n"
+
+
+def render_mermaid(plan: Plan) -> str:
+    def ident(node_id: str) -> str:
+        return node_id.replace(".", "_")
+
+    out = ["flowchart LR"]
+    for n in plan.nodes:
+        out.append(f'  {ident(n.id)}["{n.id}<br/>{n.kind}"]')
+    for a, b_ in plan.edges:
+        out.append(f"  {ident(a)} --> {ident(b_)}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,68 @@
+"""The contract between the executor and the backends (heavy imports live only in backends/).
+
+The executor builds a TrainContext per train node and calls the backend's functions; backends
+return plain results. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ftc.compiler.check import CheckedSpec
+    from ftc.compiler.data.splits import Part
+
+
+@dataclass
+class TrainContext:
+    """Everything a backend needs to train and evaluate one model.
+
+    parts:      realised splits ("train", "val", "test"), rows already renamed by `fields`
+    stage_parts: RLHF reward-stage splits when the reward stage has its own data
+    run_dir:    the run's folder: checkpoints/, artifacts/, metrics.jsonl live below it
+    log:        called with one dict per event: {"event": "step", "step", "loss", "lr",
+                "grad_norm", "samples_per_s" | "tokens_per_s", "rss_mb", "gpu_mb"?} or
+                {"event": "eval", "step", "split", metrics...}; the executor prints and records it
+    resume:     continue from the last complete checkpoint under run_dir/checkpoints
+    """
+
+    checked: CheckedSpec
+    parts: dict[str, Part]
+    run_dir: Path
+    log: Callable[[dict[str, Any]], None]
+    resume: bool = False
+    device: str = "cpu"
+    stage_parts: dict[str, Part] = field(default_factory=dict)
+    max_steps: int | None = None  # a cap for tests and dry walks; None = what the spec says
+
+    @property
+    def spec(self) -> Any:
+        return self.checked.spec
+
+    def base_path(self) -> Path:
+        """The base model's local folder (hub ids are refused at run time: no network)."""
+        model = self.spec.model
+        return self.checked.resolve_path(model.base, model.at("base"))
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path  # the artifact: an adapter folder (peft) or a full model folder, safetensors only
+    kind: str  # "adapter" | "full" | "reward" | "embedding"
+    merged_dir: Path | None = None  # a merged full model when the method allows and the spec asks
+    history: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+    stopped_early: bool = False
+    best_checkpoint: Path | None = None
+
+
+@dataclass
+class EvalResult:
+    split: str
+    metrics: dict[str, float]  # e.g. {"f1": 0.91, "accuracy": 0.93, "loss": 0.4}
+    slices: dict[str, dict[str, float]] = field(default_factory=dict)  # slice name -> metrics
+    n: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. confusion matrix, predictions sample

@@ -1,0 +1,202 @@
+"""execute(plan, executor): walk the reviewed plan's nodes in order and run each one.
+
+A dry run is the same walk with DryRunExecutor, which does no work (dbt's compile runner); the
+LocalExecutor runs nodes on this machine through the backends, where torch and friends are imported.
+Results of nodes whose hash did not change since an earlier run (the base model's evaluation) are
+reused from the content-addressed cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ftc.compiler.plan import Plan, PlanNode
+from ftc.runtime import gates as gate_eval
+from ftc.runtime.api import EvalResult, TrainContext, TrainResult
+
+Log = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunState:
+    plan: Plan
+    checked: Any  # CheckedSpec, with its data read
+    run_dir: Path
+    log: Log
+    resume: bool = False
+    max_steps: int | None = None
+    device: str = "cpu"
+    results: dict[str, Any] = field(default_factory=dict)  # "tuned:test" -> EvalResult, "latency", ...
+    train: dict[str, TrainResult] = field(default_factory=dict)  # node id -> result
+    gates: list[gate_eval.GateResult] = field(default_factory=list)
+    parts: dict[str, Any] = field(default_factory=dict)
+
+    def context(self, stage_parts: dict[str, Any] | None = None) -> TrainContext:
+        return TrainContext(self.checked, self.parts, self.run_dir, self.log, resume=self.resume,
+                            device=self.device, stage_parts=stage_parts or {}, max_steps=self.max_steps)
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, node: PlanNode, state: RunState) -> None: ...
+
+
+class DryRunExecutor:
+    """Walks the plan and reports each step with its estimate; trains and evaluates nothing."""
+
+    name = "dry-run"
+
+    def run(self, node: PlanNode, state: RunState) -> None:
+        state.log({"event": "node", "id": node.id, "kind": node.kind, "dry": True, "estimate": node.estimate})
+
+
+def _backend_train(kind: str, ctx: TrainContext, state: RunState) -> TrainResult:
+    signal = ctx.spec.signal.kind
+    if kind == "train_reward":
+        from ftc.runtime.backends import preference
+        return preference.train_reward(ctx)
+    if kind == "train_policy":
+        from ftc.runtime.backends import preference
+        return preference.train_policy(ctx, state.train["train.reward"].model_dir)
+    if signal == "sft":
+        from ftc.runtime.backends import text
+        return text.train_sft(ctx)
+    if signal == "dpo":
+        from ftc.runtime.backends import preference
+        return preference.train_dpo(ctx)
+    if signal == "contrastive":
+        from ftc.runtime.backends import embedding
+        return embedding.train_contrastive(ctx)
+    raise NotImplementedError(f"signal {signal} has no runtime backend yet")
+
+
+class LocalExecutor:
+    """Runs every node on this machine."""
+
+    name = "local"
+
+    def run(self, node: PlanNode, state: RunState) -> None:
+        handler = getattr(self, f"_{node.kind}", None)
+        state.log({"event": "node", "id": node.id, "kind": node.kind})
+        if handler is not None:
+            handler(node, state)
+
+    def _split(self, node: PlanNode, state: RunState) -> None:
+        state.parts = dict(state.checked.data.parts)
+
+    def _dedup(self, node: PlanNode, state: RunState) -> None:
+        from ftc.runtime.dedup import dedup_part
+
+        train = state.parts.get("train")
+        if train is not None:
+            kept, removed = dedup_part(state.checked, train, node.params["kind"], node.params.get("threshold"))
+            state.parts["train"] = kept
+            state.log({"event": "note", "message": f"dedup {node.params['kind']}: removed {removed} training row(s)"})
+
+    def _train(self, node: PlanNode, state: RunState) -> None:
+        stage = getattr(state.checked.data, "stages", {}).get("reward", {}) if node.kind == "train_reward" else {}
+        state.train[node.id] = _backend_train(node.kind, state.context(stage), state)
+
+    _train_reward = _train
+    _train_policy = _train
+
+    def _evaluate(self, node: PlanNode, state: RunState) -> None:
+        who = node.params["model"]
+        target = node.params.get("dataset") or node.params["split"]
+        if who == "base":
+            cached = _load_cached(node)
+            if cached is not None:
+                state.results[f"base:{target}"] = cached
+                state.log({"event": "note", "message": f"{node.id}: reused from the cache ({node.hash[:10]})"})
+                return
+        model_dir = None if who == "base" else _final_model(state)
+        result = _backend_evaluate(state, model_dir, node.params)
+        state.results[f"{who}:{target}"] = result
+        state.log({"event": "eval", "id": node.id, "split": target, "model": who, **result.metrics})
+        if who == "base":
+            _store_cached(node, result)
+
+    def _latency(self, node: PlanNode, state: RunState) -> None:
+        from ftc.runtime.backends import text
+
+        state.results["latency"] = text.measure_latency(state.context(), _final_model(state),
+                                                        warmup=node.params["warmup"])
+        state.log({"event": "latency", **state.results["latency"]})
+
+    def _gates(self, node: PlanNode, state: RunState) -> None:
+        state.gates = gate_eval.evaluate(node.params["gates"], state.results)
+
+
+def _final_model(state: RunState) -> Path:
+    final = state.train.get("train.policy") or state.train.get("train")
+    if final is None:
+        raise RuntimeError("no trained model to evaluate")
+    return final.model_dir
+
+
+def _backend_evaluate(state: RunState, model_dir: Path | None, params: dict[str, Any]) -> EvalResult:
+    spec = state.checked.spec
+    ctx = state.context()
+    if params.get("dataset"):
+        from ftc.runtime.backends import text
+        return text.evaluate_file(ctx, model_dir, params["dataset"])
+    split = params["split"]
+    if spec.signal.kind == "contrastive":
+        from ftc.runtime.backends import embedding
+        return embedding.evaluate(ctx, model_dir, split)
+    if spec.signal.kind in ("dpo", "rlhf"):
+        from ftc.runtime.backends import preference
+        return preference.evaluate(ctx, model_dir, split)
+    from ftc.runtime.backends import text
+    return text.evaluate(ctx, model_dir, split)
+
+
+def _cache_path(node: PlanNode) -> Path | None:
+    from ftc.compiler.data.cache import cache_dir
+
+    root = cache_dir()
+    return root / "nodes" / f"{node.hash}.json" if root else None
+
+
+def _load_cached(node: PlanNode) -> EvalResult | None:
+    path = _cache_path(node)
+    if path is None or not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return EvalResult(doc["split"], doc["metrics"], doc.get("slices", {}), doc.get("n", 0), doc.get("extra", {}))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _store_cached(node: PlanNode, result: EvalResult) -> None:
+    from ftc.compiler.data.cache import _atomic_write
+
+    path = _cache_path(node)
+    if path is not None:
+        _atomic_write(path, json.dumps({"split": result.split, "metrics": result.metrics, "slices": result.slices,
+                                        "n": result.n, "extra": result.extra}, sort_keys=True, default=str))
+
+
+def sha256_tree(path: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(f.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def execute(plan: Plan, state: RunState, executor: Executor) -> RunState:
+    started = time.monotonic()
+    for node in plan.topological():
+        executor.run(node, state)
+    state.log({"event": "done", "seconds": round(time.monotonic() - started, 2)})
+    return state

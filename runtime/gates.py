@@ -1,0 +1,91 @@
+"""Gate evaluation: compare measured metrics with the spec's thresholds. Pure Python.
+
+A gate reads the tuned model's metric on its split (or slice); `latency.pNN` reads the latency
+measurement; `regression` compares the tuned model with the base on the gate's split or data set:
+for loss it is the relative increase (tuned - base) / base, for a higher-is-better metric the drop
+base - tuned. A gate whose value cannot be found fails, with the reason: it never passes silently.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq,
+       "!=": operator.ne}
+HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "auc", "exact_match", "format_validity",
+                    "recall_at_k", "zero_shot_accuracy", "reward_accuracy"}
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str  # as written: "f1 >= 0.85 on test.email"
+    value: float | None
+    before: float | None  # the base model's value, when there is one
+    passed: bool
+    note: str = ""
+
+
+def metric_value(metrics: dict[str, float], name: str, qualifier: str | None) -> float | None:
+    """Look a metric up by the names backends use: f1_macro, f1.macro, or f1."""
+    keys = [f"{name}_{qualifier}", f"{name}.{qualifier}"] if qualifier else []
+    keys.append(name)
+    for key in keys:
+        if key in metrics and metrics[key] is not None:
+            return float(metrics[key])
+    return None
+
+
+def describe(g: dict[str, Any]) -> str:
+    metric = g["metric"] + (f".{g['qualifier']}" if g.get("qualifier") else "")
+    where = ""
+    if g.get("dataset"):
+        where = f' on "{g["dataset"]}"'
+    elif g.get("split"):
+        where = f" on {g['split']}" + (f".{g['slice']}" if g.get("slice") else "")
+    versus = f" vs {g['versus']}" if g.get("versus") else ""
+    return f"{metric} {g['op']} {g['text']}{versus}{where}"
+
+
+def _scores(results: dict[str, Any], who: str, g: dict[str, Any]) -> dict[str, float] | None:
+    key = f"{who}:{g['dataset']}" if g.get("dataset") else f"{who}:{g.get('split') or 'test'}"
+    res = results.get(key)
+    if res is None:
+        return None
+    if g.get("slice"):
+        return res.slices.get(g["slice"])
+    return dict(res.metrics)
+
+
+def evaluate(gates: list[dict[str, Any]], results: dict[str, Any]) -> list[GateResult]:
+    out: list[GateResult] = []
+    for g in gates:
+        text = describe(g)
+        op = OPS[g["op"]]
+        if g["metric"] == "latency":
+            lat = results.get("latency") or {}
+            value = lat.get(g.get("qualifier") or "p95")
+            out.append(GateResult(text, value, None, value is not None and op(value, g["threshold"]),
+                                  "" if value is not None else "latency was not measured"))
+            continue
+        if g["metric"] == "regression":
+            out.append(_regression(g, text, results))
+            continue
+        tuned, base = _scores(results, "tuned", g), _scores(results, "base", g)
+        value = metric_value(tuned, g["metric"], g.get("qualifier")) if tuned is not None else None
+        before = metric_value(base, g["metric"], g.get("qualifier")) if base is not None else None
+        passed = value is not None and op(value, g["threshold"])
+        out.append(GateResult(text, value, before, passed, "" if value is not None else "metric not measured"))
+    return out
+
+
+def _regression(g: dict[str, Any], text: str, results: dict[str, Any]) -> GateResult:
+    name = g.get("qualifier") or "loss"
+    tuned, base = _scores(results, "tuned", g), _scores(results, "base", g)
+    t = metric_value(tuned, name, None) if tuned is not None else None
+    b = metric_value(base, name, None) if base is not None else None
+    if t is None or b is None:
+        return GateResult(text, None, b, False, f"{name} of the base or tuned model was not measured")
+    value = (b - t) if name in HIGHER_IS_BETTER else ((t - b) / abs(b) if b else t - b)
+    return GateResult(text, value, 0.0, OPS[g["op"]](value, g["threshold"]), f"{name}: base {b:.4g}, tuned {t:.4g}")

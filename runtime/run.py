@@ -1,0 +1,243 @@
+"""`ftc run`: check, plan (or load a reviewed plan), execute, judge the gates, record in the registry.
+
+Exit codes: 0 the run completed and its gates passed (model promoted); 1 the spec is refused by
+`ftc check`, or a reviewed plan no longer matches its spec/data; 2 usage; 3 internal error;
+4 the run completed but a gate failed (model not promoted); 5 the run failed or was interrupted
+(resume with `ftc run --resume`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftc import __version__
+from ftc.compiler.plan import Plan
+
+EXIT_PROMOTED, EXIT_REFUSED, EXIT_GATES, EXIT_FAILED = 0, 1, 4, 5
+
+
+@dataclass
+class Outcome:
+    status: str  # promoted | rejected | failed | interrupted | dry-run
+    run_id: str
+    run_dir: Path
+    exit_code: int
+    message: str = ""
+
+
+class Progress:
+    """Prints events: a live line for training steps on a terminal, plain lines otherwise."""
+
+    def __init__(self, run_dir: Path, total_steps: int, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.total = max(1, total_steps)
+        self.started = time.monotonic()
+        self.events = (run_dir / "events.jsonl").open("a", encoding="utf-8")
+        self.history: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.events.write(json.dumps(event, sort_keys=True, default=str) + "\n")
+        self.events.flush()
+        self.history.append(event)
+        kind = event.get("event")
+        if kind == "step":
+            self._step(event)
+        elif kind == "node":
+            self._line(f"· {event['id']} ({event['kind']})" + (" [dry run]" if event.get("dry") else ""))
+        elif kind in ("eval", "latency"):
+            shown = {k: v for k, v in event.items() if isinstance(v, float)}
+            self._line(f"  {event.get('id', kind)}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items())))
+        elif kind in ("note", "warning"):
+            self._line(f"  {kind}: {event.get('message', '')}")
+
+    def _step(self, e: dict[str, Any]) -> None:
+        step = int(e.get("step", 0))
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / step * (self.total - step) if step else 0.0
+        text = (f"  step {step}/{self.total}  loss {e.get('loss', float('nan')):.4f}  "
+                f"lr {e.get('lr', 0):.2e}  eta {int(eta) // 60}:{int(eta) % 60:02d}")
+        if self.tty:
+            self.stream.write("\r" + text.ljust(70))
+            self.stream.flush()
+        elif step == 1 or step % 10 == 0 or step == self.total:
+            self._line(text)
+
+    def _line(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r" + " " * 70 + "\r")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.events.close()
+
+
+def new_run_id(name: str) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def lineage(plan: Plan, checked: Any) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("torch", "transformers", "peft", "trl", "bitsandbytes", "timm", "open-clip-torch", "datasets"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    train = checked.spec.train
+    return {"ftc_version": __version__, "plan_hash": plan.hash, "spec": plan.spec, "base": plan.base,
+            "data": plan.data, "method": plan.node("model.attach").params, "seed": train.seed if train else None,
+            "versions": versions, "python": platform.python_version(),
+            "hardware": {"machine": platform.machine(), "processor": platform.processor() or None},
+            "git_commit": _git_commit(Path(plan.spec["path"]).parent), "user": os.environ.get("USER"),
+            "waivers": list(plan.waivers)}
+
+
+def _git_commit(folder: Path) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5,
+                             check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def find_resumable(registry: Any, name: str) -> dict[str, Any] | None:
+    runs = [r for r in registry.runs(name) if r["status"] in ("interrupted", "failed", "running")]
+    return runs[-1] if runs else None
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4g}"
+
+
+def _verdict_table(state: Any) -> str:
+    rows = [("gate", "before", "after", "result")]
+    for g in state.gates:
+        fmt = _num
+        rows.append((g.gate, fmt(g.before), fmt(g.value), "pass" if g.passed else f"FAIL {g.note}".strip()))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def plan_mismatch(reviewed: Plan, current: Plan) -> list[str]:
+    """What changed between a reviewed plan and the plan the current spec and data give."""
+    out = []
+    if reviewed.spec.get("sha256") != current.spec.get("sha256"):
+        out.append("the spec text changed")
+    for name in sorted(set(reviewed.data.get("hashes", {})) | set(current.data.get("hashes", {}))):
+        if reviewed.data.get("hashes", {}).get(name) != current.data.get("hashes", {}).get(name):
+            out.append(f"the {name} data changed")
+    if reviewed.base.get("sha256") != current.base.get("sha256"):
+        out.append("the base model's files changed")
+    if not out and reviewed.hash != current.hash:
+        out.append("the plan's steps differ (another ftc version?)")
+    return out
+
+
+def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: int | None = None,
+        device: str = "cpu", out: Any = None) -> Outcome:
+    from ftc.compiler.check import CheckOptions, check_file
+    from ftc.compiler.plan import build_plan
+    from ftc.runtime.executor import LocalExecutor, RunState, execute, sha256_tree
+    from ftc.runtime.registry import Registry
+
+    out = out or sys.stdout
+    reviewed: Plan | None = None
+    spec_path = target
+    if target.endswith(".json"):
+        reviewed = Plan.from_dict(json.loads(Path(target).read_text(encoding="utf-8")))
+        spec_path = reviewed.spec["path"]
+    result = check_file(Path(spec_path), CheckOptions())
+    if not result.ok or result.checked is None:
+        return Outcome("refused", "", Path("."), EXIT_REFUSED, "the spec is refused by `ftc check`")
+    checked = result.checked
+    plan = build_plan(checked, tuple({"code": w.code, "reason": w.reason} for w in result.waivers))
+    if reviewed is not None:
+        changed = plan_mismatch(reviewed, plan)
+        if changed:
+            return Outcome("refused", "", Path("."), EXIT_REFUSED,
+                           f"the reviewed plan no longer matches: {'; '.join(changed)}. Run `ftc plan` again")
+    if dry_run:
+        return _dry_run(plan, checked, out)
+    registry = Registry()
+    if resume:
+        prev = find_resumable(registry, checked.name)
+        if prev is None:
+            return Outcome("refused", "", Path("."), EXIT_REFUSED, f"no interrupted run of {checked.name} to resume")
+        if prev["plan_hash"] != plan.hash:
+            old = Plan.from_dict(json.loads((Path(prev["record"]["run_dir"]) / "plan.json").read_text()))
+            return Outcome("refused", prev["id"], Path(prev["record"]["run_dir"]), EXIT_REFUSED,
+                           f"cannot resume {prev['id']}: {'; '.join(plan_mismatch(old, plan))} since it started")
+        run_id, run_dir = prev["id"], Path(prev["record"]["run_dir"])
+        registry.mark(run_id, "running")
+    else:
+        run_id = new_run_id(checked.name)
+        run_dir = registry.root / "runs" / run_id
+        run_dir.mkdir(parents=True)
+        (run_dir / "plan.json").write_text(plan.to_json(), encoding="utf-8")
+    record = {**lineage(plan, checked), "run_id": run_id, "run_dir": str(run_dir)}
+    if not resume:
+        registry.start(run_id, checked.name, plan.hash, record)
+    total = sum(int(n.estimate.get("steps") or 0) for n in plan.nodes if n.kind.startswith("train"))
+    progress = Progress(run_dir, max_steps or total)
+    state = RunState(plan, checked, run_dir, progress, resume=resume, max_steps=max_steps, device=device)
+    executor = LocalExecutor()
+    print(f"run {run_id}: {checked.name}, plan {plan.hash[:12]}", file=out)
+    try:
+        execute(plan, state, executor)
+    except KeyboardInterrupt:
+        registry.finish(run_id, "interrupted", {**record, "history": progress.history[-50:]})
+        progress.close()
+        return Outcome("interrupted", run_id, run_dir, EXIT_FAILED, "interrupted: continue with `ftc run --resume`")
+    except Exception as err:  # noqa: BLE001 (a failed run is recorded, with its error, not lost)
+        import traceback
+
+        (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        registry.finish(run_id, "failed", {**record, "error": f"{type(err).__name__}: {err}"})
+        progress.close()
+        return Outcome("failed", run_id, run_dir, EXIT_FAILED,
+                       f"the run failed: {type(err).__name__}: {err} (details in {run_dir / 'error.txt'})")
+    progress.close()
+    passed = bool(state.gates) and all(g.passed for g in state.gates)
+    final = state.train.get("train.policy") or state.train.get("train")
+    artifact = {"path": str(final.model_dir), "kind": final.kind, "sha256": sha256_tree(final.model_dir),
+                "merged": str(final.merged_dir) if final.merged_dir else None} if final else None
+    status = "promoted" if passed else "rejected"
+    record.update({"artifact": artifact, "status": status,
+                   "gates": [g.__dict__ for g in state.gates],
+                   "metrics": {k: getattr(v, "metrics", v) for k, v in state.results.items()},
+                   "slices": {k: v.slices for k, v in state.results.items() if hasattr(v, "slices")},
+                   "history": [e for e in progress.history if e.get("event") in ("step", "eval")]})
+    registry.finish(run_id, status, record)
+    print(_verdict_table(state), file=out)
+    verdict = (f"gates passed: model promoted as the active `{checked.name}` ({artifact['path'] if artifact else ''})"
+               if passed else "gates failed: model NOT promoted")
+    return Outcome(status, run_id, run_dir, EXIT_PROMOTED if passed else EXIT_GATES, verdict)
+
+
+def _dry_run(plan: Plan, checked: Any, out: Any) -> Outcome:
+    """The same walk with an executor that does no work: no run folder, no registry record."""
+    import tempfile
+
+    from ftc.runtime.executor import DryRunExecutor, RunState, execute
+
+    with tempfile.TemporaryDirectory(prefix="ftc-dry-") as tmp:
+        progress = Progress(Path(tmp), 1, stream=out)
+        execute(plan, RunState(plan, checked, Path(tmp), progress), DryRunExecutor())
+        progress.close()
+    steps = sum(int(n.estimate.get("steps") or 0) for n in plan.nodes if n.kind.startswith("train"))
+    return Outcome("dry-run", "", Path("."), EXIT_PROMOTED,
+                   f"dry run of plan {plan.hash[:12]}: {len(plan.nodes)} steps, ~{steps} training steps; nothing ran")
