@@ -102,7 +102,7 @@ def _base_info(c: CheckedSpec) -> dict[str, Any]:
     from ftc.compiler.data.cache import file_digest
     from ftc.compiler.estimate import _is_local
 
-    m = c.spec.model
+    m = s.complete(c.spec).model
     info: dict[str, Any] = {"ref": m.base, "revision": m.revision, "local": _is_local(m.base)}
     if info["local"]:
         folder = c.resolve_path(m.base, m.at("base"))
@@ -149,7 +149,7 @@ class _Builder:
 
 
 def build_plan(c: CheckedSpec, waivers: tuple[dict[str, str], ...] = ()) -> Plan:
-    spec = c.spec
+    spec = s.complete(c.spec)
     b = _Builder(c)
     sizes, hashes = dict(c.sizes), dict(getattr(c.data, "hashes", {}) or {})
     data = spec.data
@@ -167,7 +167,7 @@ def build_plan(c: CheckedSpec, waivers: tuple[dict[str, str], ...] = ()) -> Plan
     if data.dedup is not None and data.dedup.kind != "none":
         last = b.add("data.dedup", "dedup", [last], _plain(data.dedup))
     tok = b.add("data.tokenize", "tokenize", [last], {"max_length": _plain(data.max_length),
-                                                       "packing": (spec.train or s.Train()).packing})
+                                                       "packing": spec.train.packing})
     base = _base_info(c)
     b.add("model.load_base", "load_base", [], {**base, "quantize": _quant(spec)})
     b.add("model.attach", "attach_method", ["model.load_base"], _plain(spec.method))
@@ -182,7 +182,7 @@ def build_plan(c: CheckedSpec, waivers: tuple[dict[str, str], ...] = ()) -> Plan
     return Plan(_spec_info(c), {"sizes": sizes, "hashes": hashes}, base, nodes, waivers)
 
 
-def _quant(spec: s.Spec) -> dict[str, Any] | None:
+def _quant(spec: s.Complete) -> dict[str, Any] | None:
     m = spec.method
     if m.kind == "qlora":
         return {"bits": m.bits, "quant_type": m.quant_type, "double_quant": m.double_quant,
@@ -191,14 +191,13 @@ def _quant(spec: s.Spec) -> dict[str, Any] | None:
 
 
 def _train_nodes(b: _Builder, c: CheckedSpec, tok: str, sizes: dict[str, int]) -> list[str]:
-    spec = c.spec
-    tr = spec.train or s.Train()
-    budget = spec.budget or s.Budget()
+    spec = s.complete(c.spec)
+    tr, budget = spec.train, spec.budget
     devices = budget.gpus * budget.nodes
     shape = est.model_shape(spec.model, c.dir_of(spec.model.at("base")))
     memory = None
     if shape is not None:
-        memory = round(est.estimate(spec, shape, est.default_seq_len(spec)).total)
+        memory = round(est.estimate(c.spec, shape, est.default_seq_len(c.spec)).total)
     train_est = {"steps": train_steps(sizes.get("train", 0), tr, devices), "examples": sizes.get("train", 0),
                  "memory_bytes": memory}
     if spec.signal.kind != "rlhf":
@@ -226,8 +225,7 @@ def _gate(g: s.Gate) -> dict[str, Any]:
 
 
 def _eval_nodes(b: _Builder, c: CheckedSpec, tok: str, final: str) -> list[str]:
-    spec = c.spec
-    ev = spec.eval
+    ev = s.complete(c.spec).eval
     metrics = [_plain(m) for m in ev.metrics]
     splits = sorted({g.split or "test" for g in ev.gates if g.dataset is None and g.metric != "latency"} | {"test"})
     out: list[str] = []

@@ -626,3 +626,26 @@ def has_default(f: Any) -> bool:
 
 
 
+
+
+@record
+class Complete:
+    """A spec that checked clean, with every block present: what plans and runs read."""
+
+    intent: Intent
+    model: Model
+    method: Any
+    signal: Any
+    data: Data
+    train: Train
+    eval: Eval
+    budget: Budget
+
+
+def complete(spec: Spec) -> Complete:
+    """The typed view of a clean spec (optional blocks filled with their defaults)."""
+    if spec.intent is None or spec.model is None or spec.method is None or spec.signal is None \
+            or spec.data is None or spec.eval is None:
+        raise ValueError("the spec is incomplete: check it first")
+    return Complete(spec.intent, spec.model, spec.method, spec.signal, spec.data, spec.train or Train(),
+                    spec.eval, spec.budget or Budget())

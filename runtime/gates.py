@@ -54,7 +54,8 @@ def _scores(results: dict[str, Any], who: str, g: dict[str, Any]) -> dict[str, f
     if res is None:
         return None
     if g.get("slice"):
-        return res.slices.get(g["slice"])
+        found: dict[str, float] | None = res.slices.get(g["slice"])
+        return found
     return dict(res.metrics)
 
 

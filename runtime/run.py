@@ -88,7 +88,7 @@ def new_run_id(name: str) -> str:
 def lineage(plan: Plan, checked: Any) -> dict[str, Any]:
     import importlib.metadata as md
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("torch", "transformers", "peft", "trl", "bitsandbytes", "timm", "open-clip-torch", "datasets"):
         try:
             versions[pkg] = md.version(pkg)
