@@ -34,6 +34,7 @@ class Part:
     location_kind: str = "line"
     sha256: str = ""
     image_sha256: dict[str, str] = field(default_factory=dict)  # image path in a row -> its bytes' hash
+    texts: list[str] | None = field(default=None, repr=False)  # what leakage compares, computed once
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -94,14 +95,15 @@ def parse_time(value: Any) -> float | None:
     return None
 
 
-def _part_from(table: Table, name: str, indices: Sequence[int]) -> Part:
+def _part_from(table: Table, name: str, indices: Sequence[int], whole: bool = False) -> Part:
     part = Part(name, location_kind=table.location_kind, image_sha256=table.image_sha256)
     for i in indices:
         part.rows.append(table.rows[i])
         part.paths.append(table.path)
         part.locations.append(table.locations[i])
-    part.sha256 = content_hash(part.rows)
-    if table.image_sha256:  # rows name images by path: the hash must follow the images' bytes too
+    # a whole file (pre-split) is identified by its bytes' hash; a subset by its rows
+    part.sha256 = table.sha256 if whole and table.sha256 else content_hash(part.rows)
+    if table.image_sha256 and not whole:  # rows name images by path: the hash must follow the images' bytes too
         used = sorted({table.image_sha256[v] for r in part.rows for v in r.values()
                        if isinstance(v, str) and v in table.image_sha256})
         part.sha256 = hashlib.sha256((part.sha256 + "".join(used)).encode()).hexdigest()
@@ -184,4 +186,4 @@ def _time_split(table: Table, ratios: Sequence[float], key: str, buckets: list[l
 
 
 def presplit(tables: dict[str, Table]) -> dict[str, Part]:
-    return {name: _part_from(t, name, range(len(t.rows))) for name, t in tables.items()}
+    return {name: _part_from(t, name, range(len(t.rows)), whole=True) for name, t in tables.items()}

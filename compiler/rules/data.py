@@ -145,7 +145,13 @@ def _eval_parts(report: DataReport) -> list[Part]:
 
 def _texts(c: CheckedSpec, part: Part) -> list[str]:
     """What leakage compares: the input text, or for images the hash of the image's bytes (the same
-    path in two split folders can hold different images)."""
+    path in two split folders can hold different images). Computed once per part."""
+    if part.texts is None:
+        part.texts = _compute_texts(c, part)
+    return part.texts
+
+
+def _compute_texts(c: CheckedSpec, part: Part) -> list[str]:
     fields = input_fields(c.spec)
     texts = [row_text(r, fields) for r in part.rows]
     if part.image_sha256:
@@ -446,16 +452,16 @@ def private_data(c: CheckedSpec) -> Iterator[Hit]:
     Data must be reviewed for private content before training: a model can repeat what it was
     trained on. Examples are shown masked.
     """
-    from ftc.compiler.data.pii import PiiReport, find
+    from ftc.compiler.data.pii import PiiReport, find_many
 
     report = _report(c)
     if report is None or "train" not in report.parts:
         return
     train = report.parts["train"]
     found = PiiReport()
-    for i, row in enumerate(train.rows):
-        text = " ".join(v for v in _strings(row))
-        found.add(i, find(text))
+    hits = find_many([" ".join(_strings(row)) for row in train.rows])
+    for i in sorted(hits):
+        found.add(i, hits[i])
     if found.rows:
         counts = ", ".join(f"{n} {k}" for k, n in sorted(found.counts.items()))
         yield Hit(f"{found.rows} training row(s) contain private data ({counts})", _decl(c, "train"),
