@@ -209,6 +209,15 @@ def _with_data(checked: CheckedSpec) -> tuple[CheckedSpec, list[Diagnostic] | No
     return replace(checked, data=analyze(checked)), None
 
 
+def with_rows(checked: CheckedSpec) -> CheckedSpec:
+    """The spec with its data rows in memory (a cached check keeps only sizes and hashes)."""
+    from ftc.compiler.data.analyze import analyze
+
+    if checked.data is not None and getattr(checked.data, "parts", None):
+        return checked
+    return replace(checked, data=analyze(checked))
+
+
 def _store_data_result(checked: CheckedSpec, diags: list[Diagnostic]) -> None:
     from ftc.compiler.data import cache
     from ftc.compiler.diagnostics import to_dict

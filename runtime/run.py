@@ -149,7 +149,7 @@ def plan_mismatch(reviewed: Plan, current: Plan) -> list[str]:
 
 def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: int | None = None,
         device: str = "cpu", out: Any = None) -> Outcome:
-    from ftc.compiler.check import CheckOptions, check_file
+    from ftc.compiler.check import CheckOptions, check_file, with_rows
     from ftc.compiler.plan import build_plan
     from ftc.runtime.executor import LocalExecutor, RunState, execute, sha256_tree
     from ftc.runtime.registry import Registry
@@ -163,7 +163,7 @@ def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: 
     result = check_file(Path(spec_path), CheckOptions())
     if not result.ok or result.checked is None:
         return Outcome("refused", "", Path("."), EXIT_REFUSED, "the spec is refused by `ftc check`")
-    checked = result.checked
+    checked = with_rows(result.checked)
     plan = build_plan(checked, tuple({"code": w.code, "reason": w.reason} for w in result.waivers))
     if reviewed is not None:
         changed = plan_mismatch(reviewed, plan)
