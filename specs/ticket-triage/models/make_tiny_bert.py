@@ -1,9 +1,13 @@
-"""Regenerate models/tiny-bert: a tiny, randomly initialised BERT classifier (deterministic, offline).
+"""Regenerate models/tiny-bert: a tiny BERT, briefly pre-trained here (deterministic, offline).
 
     python specs/ticket-triage/models/make_tiny_bert.py     # after make_data.py
 
-The WordPiece vocabulary is built from the example's training file only (no hub access), the weights come from BertForSequenceClassification(config) under torch.manual_seed(0),
-and everything is saved with save_pretrained (safetensors), so that plain transformers loads it:
+The WordPiece vocabulary is built from the example's training file only (no hub access). The encoder
+is pre-trained with masked-language modelling on the training texts (their labels unused) for
+PRETRAIN_STEPS steps under torch.manual_seed(0): a stand-in for the pre-trained base a real spec
+names, since a randomly initialised encoder gives nearly the same [CLS] vector for every input and
+no adapter can learn from that. The classifier head stays random (fine-tuning trains it).
+Everything is saved with save_pretrained (safetensors), so that plain transformers loads it:
 
     AutoModelForSequenceClassification.from_pretrained("specs/ticket-triage/models/tiny-bert")
     AutoTokenizer.from_pretrained("specs/ticket-triage/models/tiny-bert")
@@ -23,6 +27,7 @@ OUT = HERE / "tiny-bert"
 LABELS = ("billing", "bug", "account", "shipping")  # the order of the spec's `labels`
 VOCAB_SIZE = 1000
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PRETRAIN_STEPS = 600
 
 
 def texts() -> list[str]:
@@ -66,6 +71,36 @@ def build_tokenizer():  # type: ignore[no-untyped-def]
                              mask_token="[MASK]")
 
 
+def pretrain(model, tok) -> None:  # type: ignore[no-untyped-def]
+    """Masked-language modelling on the training texts; copies the trained encoder into `model`."""
+    import torch
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    mlm = BertForMaskedLM(model.config)
+    batch_all = tok(texts(), padding=True, truncation=True, max_length=64, return_tensors="pt")
+    opt = torch.optim.AdamW(mlm.parameters(), lr=2e-3, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(0)
+    n = batch_all["input_ids"].shape[0]
+    special = torch.tensor([tok.pad_token_id, tok.cls_token_id, tok.sep_token_id])
+    for step in range(PRETRAIN_STEPS):
+        idx = torch.randint(0, n, (32,), generator=gen)
+        ids = batch_all["input_ids"][idx].clone()
+        mask = batch_all["attention_mask"][idx]
+        labels = ids.clone()
+        chosen = (torch.rand(ids.shape, generator=gen) < 0.15) & ~torch.isin(ids, special)
+        labels[~chosen] = -100
+        ids[chosen] = tok.mask_token_id
+        loss = mlm(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 200 == 0 or step == PRETRAIN_STEPS - 1:
+            print(f"pre-training step {step}: masked-LM loss {loss.item():.3f}")
+    model.bert.embeddings.load_state_dict(mlm.bert.embeddings.state_dict())
+    model.bert.encoder.load_state_dict(mlm.bert.encoder.state_dict())
+
+
 def main() -> None:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
@@ -77,6 +112,7 @@ def main() -> None:
                         label2id={name: i for i, name in enumerate(LABELS)}, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     model = BertForSequenceClassification(config)
+    pretrain(model, tok)
     if OUT.exists():
         shutil.rmtree(OUT)
     model.save_pretrained(OUT, safe_serialization=True)
