@@ -1,0 +1,146 @@
+"""Artifacts: what a trained text model leaves in ctx.run_dir/"artifacts", and loading it back.
+
+Each folder is written under a hidden temporary name and renamed into place when complete, holds
+safetensors only (checked: no pickle-format file may appear), the tokenizer, and ftc_artifact.json
+(kind, method, task, absolute base path, labels, how to load it without ftc).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ftc.runtime.api import TrainContext
+from ftc.runtime.backends.hf import Emit, device_of, is_classification, task_of
+from ftc.runtime.backends.loading import (
+    base_dir,
+    is_quantized,
+    labels_of,
+    load_base,
+    load_tokenizer,
+    model_class,
+)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def _artifact_info(ctx: TrainContext, kind: str, task: str) -> dict[str, Any]:
+    base = str(base_dir(ctx))
+    info: dict[str, Any] = {"format": "ftc-artifact", "version": 1, "kind": kind, "method": ctx.spec.method.kind,
+                            "task": task, "base_model": base}
+    if is_classification(task):
+        info["labels"] = labels_of(ctx)
+    cls = "AutoModelForSequenceClassification" if is_classification(task) else "AutoModelForCausalLM"
+    if kind == "adapter":
+        extra = ", num_labels=len(labels), id2label=dict(enumerate(labels))" if is_classification(task) else ""
+        info["load"] = f"PeftModel.from_pretrained({cls}.from_pretrained(base_model{extra}), this_folder)"
+    elif kind == "adapters":
+        info["load"] = "ftc.runtime.backends.bottleneck.load_adapters(base, this_folder)  # see ftc_adapters.json"
+    else:
+        info["load"] = f"{cls}.from_pretrained(this_folder)"
+    return info
+
+
+def assert_no_pickles(folder: Path) -> None:
+    bad = [p for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES]
+    if bad:
+        raise RuntimeError(f"pickle files in an artifact: {[str(p) for p in bad]}")
+
+
+def _publish(tmp: Path, final: Path) -> Path:
+    """Move a finished folder into place (replacing an older one)."""
+    assert_no_pickles(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def _staging(final: Path) -> Path:
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def save_artifacts(ctx: TrainContext, model: Any, tok: Any, *, for_task: str | None = None) -> tuple[Path, str]:
+    """Write the trained model as ftc artifacts; returns (folder, TrainResult kind)."""
+    from ftc.runtime.backends import bottleneck
+    from peft import PeftModel
+
+    task = task_of(ctx, for_task)
+    root = ctx.run_dir / "artifacts"
+    root.mkdir(parents=True, exist_ok=True)
+    base = str(base_dir(ctx))
+    if isinstance(model, PeftModel):
+        final, kind, what = root / "adapter", "adapter", "adapter"
+        tmp = _staging(final)
+        for cfg in model.peft_config.values():
+            cfg.base_model_name_or_path = base  # resolves without ftc, from any working directory
+        model.save_pretrained(str(tmp), safe_serialization=True)
+    elif getattr(model, "ftc_adapters", None) is not None:
+        final, kind, what = root / "adapters", "adapter", "adapters"
+        tmp = _staging(final)
+        bottleneck.save_adapters(model, tmp, base)
+    else:
+        final, kind, what = root / "model", "full", "full"
+        tmp = _staging(final)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+    tok.save_pretrained(str(tmp))
+    (tmp / "ftc_artifact.json").write_text(json.dumps(_artifact_info(ctx, what, task), indent=2) + "\n",
+                                           encoding="utf-8")
+    return _publish(tmp, final), kind
+
+
+def load_trained(ctx: TrainContext, model_dir: Path | None, *, for_task: str | None = None) -> tuple[Any, Any]:
+    """Any artifact of this backend (peft adapter, bottleneck adapters, full or merged model), or
+    the base model itself when `model_dir` is None; in eval mode on ctx.device."""
+    from ftc.runtime.backends import bottleneck
+    from peft import PeftModel
+
+    task = task_of(ctx, for_task)
+    if model_dir is None:
+        model, tok = load_base(ctx, for_task=for_task)
+    elif (model_dir / "adapter_config.json").is_file():
+        model, _ = load_base(ctx, for_task=for_task)
+        model = PeftModel.from_pretrained(model, str(model_dir))
+        tok = load_tokenizer(model_dir, bool(ctx.spec.model.trust_remote_code))
+    elif bottleneck.is_adapter_folder(model_dir):
+        model, _ = load_base(ctx, for_task=for_task)
+        model = bottleneck.load_adapters(model, model_dir)
+        tok = load_tokenizer(model_dir, bool(ctx.spec.model.trust_remote_code))
+    else:
+        trust = bool(ctx.spec.model.trust_remote_code)
+        model = model_class(task).from_pretrained(str(model_dir), trust_remote_code=trust)
+        tok = load_tokenizer(model_dir, trust)
+    if not is_quantized(model):
+        model.to(device_of(ctx))
+    model.eval()
+    return model, tok
+
+
+def export_merged(ctx: TrainContext, adapter_dir: Path, emit: Emit, *, for_task: str | None = None) -> Path | None:
+    """LoRA merged into a fresh copy of the base (`merge true`); None where it cannot be."""
+    m = ctx.spec.method
+    if not getattr(m, "merge", False):
+        return None
+    if m.kind != "lora":
+        emit({"event": "note", "message": f"`merge true` is skipped for `method {m.kind}`: "
+                                          f"{'the base is quantised' if m.kind == 'qlora' else 'nothing to merge'}"})
+        return None
+    if ctx.spec.model.quantize in ("4bit", "8bit"):
+        emit({"event": "note", "message": "`merge true` is skipped: the base is quantised"})
+        return None
+    model, tok = load_trained(ctx, adapter_dir, for_task=for_task)
+    merged = model.merge_and_unload()
+    final = ctx.run_dir / "artifacts" / "merged"
+    tmp = _staging(final)
+    merged.save_pretrained(str(tmp), safe_serialization=True)
+    tok.save_pretrained(str(tmp))
+    info = _artifact_info(ctx, "merged", task_of(ctx, for_task))
+    (tmp / "ftc_artifact.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return _publish(tmp, final)
+

@@ -1,0 +1,298 @@
+"""Atomic checkpoints, retention and resume for transformers' Trainer (and TRL trainers).
+
+transformers 5's `Trainer._save_checkpoint` writes straight into `checkpoint-N/` (weights, then
+optimizer, scheduler, RNG and trainer state), so a crash mid-save leaves a folder that looks like a
+checkpoint and is not one; `get_last_checkpoint` would pick it on resume. Here every checkpoint is
+written into `<output_dir>/.staging/checkpoint-N/`, finished with a `COMPLETE` marker, then moved
+into place with one `os.replace` (atomic on one filesystem). Resume only considers folders with
+the marker, so a checkpoint from before this scheme or a half-copied one is ignored.
+
+Retention (`checkpoints keep N`) runs after each move: the newest N by step survive, plus the best
+checkpoint when `load_best_model_at_end` tracks one (transformers' own rule, by step, not mtime).
+
+No pickles: transformers writes the optimizer, scheduler, scaler and RNG states and the training
+arguments with `torch.save` (`optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `training_args.bin`).
+For a single-process run (not DeepSpeed or FSDP) the mixin writes them instead as safetensors
+(tensors) plus JSON (everything else): `optimizer.safetensors` + `optimizer.json`,
+`scheduler.json`, `scaler.json`, `rng_state.safetensors` + `rng_state.json`,
+`training_args.json`, and reads them back on resume. A state that does not fit (an optimizer
+whose state holds other objects) falls back to transformers' format, which it reloads with
+`torch.load(weights_only=True)`. Model weights are always safetensors.
+
+`AtomicCheckpoints` is a mixin: `class MyTrainer(AtomicCheckpoints, SFTTrainer): ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+COMPLETE = "COMPLETE"
+STAGING = ".staging"
+OPTIMIZER, OPTIMIZER_META = "optimizer.safetensors", "optimizer.json"
+SCHEDULER, SCALER, ARGS = "scheduler.json", "scaler.json", "training_args.json"
+RNG, RNG_META = "rng_state.safetensors", "rng_state.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def step_of(path: Path) -> int | None:
+    m = _NAME.match(path.name)
+    return int(m.group(1)) if m else None
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints under `folder`, oldest step first."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and step_of(p) is not None and (p / COMPLETE).is_file()]
+    return sorted(found, key=lambda p: step_of(p) or 0)
+
+
+def last_complete(folder: Path) -> Path | None:
+    found = complete_checkpoints(folder)
+    return found[-1] if found else None
+
+
+def remove_incomplete(folder: Path) -> list[Path]:
+    """Delete the staging area and checkpoint folders without the marker; returns what went."""
+    gone: list[Path] = []
+    if not folder.is_dir():
+        return gone
+    for p in folder.iterdir():
+        if p.name == STAGING or (p.is_dir() and step_of(p) is not None and not (p / COMPLETE).is_file()):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+    return gone
+
+
+def remove_all(folder: Path) -> int:
+    """Delete every checkpoint (a fresh run in a folder that held an earlier one)."""
+    n = 0
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name == STAGING or (p.is_dir() and step_of(p) is not None):
+                shutil.rmtree(p, ignore_errors=True)
+                n += 1
+    return n
+
+
+def rotate(folder: Path, keep: int | None, best: str | None = None) -> list[Path]:
+    """Keep the newest `keep` complete checkpoints (and `best`); returns the deleted ones."""
+    if keep is None or keep <= 0:
+        return []
+    found = complete_checkpoints(folder)
+    protected = {found[-1].resolve()} if found else set()
+    if best:
+        protected.add(Path(best).resolve())
+    budget = max(keep, len(protected))
+    gone: list[Path] = []
+    for p in found:
+        if len(found) - len(gone) <= budget:
+            break
+        if p.resolve() not in protected:
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+    return gone
+
+
+def _fsync_tree(path: Path) -> None:
+    for root, _, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer states as safetensors + JSON
+
+
+def _json(obj: Any) -> str | None:
+    try:
+        return json.dumps(obj, allow_nan=True)
+    except (TypeError, ValueError):
+        return None
+
+
+def optimizer_files(state: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """(tensors, json) for an optimizer's state_dict, or None if it holds other objects."""
+    import torch
+
+    tensors: dict[str, Any] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    for pid, values in state["state"].items():
+        entry: dict[str, Any] = {}
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                name = f"{pid}.{key}"
+                tensors[name] = value.detach().to("cpu").contiguous()
+                entry[key] = {"tensor": name}
+            elif value is None or isinstance(value, (bool, int, float, str)):
+                entry[key] = {"value": value}
+            else:
+                return None
+        entries[str(pid)] = entry
+    meta = _json({"state": entries, "param_groups": state["param_groups"]})
+    return (tensors, meta) if meta is not None else None
+
+
+def optimizer_state(tensors: dict[str, Any], meta: str) -> dict[str, Any]:
+    doc = json.loads(meta)
+    state = {int(pid): {k: tensors[v["tensor"]] if "tensor" in v else v["value"] for k, v in entry.items()}
+             for pid, entry in doc["state"].items()}
+    return {"state": state, "param_groups": doc["param_groups"]}
+
+
+def rng_files() -> tuple[dict[str, Any], str]:
+    import numpy as np
+    import torch
+
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors = {"cpu": torch.random.get_rng_state(), "numpy": torch.from_numpy(np.asarray(keys, dtype=np.int64))}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        for i, st in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = st
+    meta = json.dumps({"python": [version, list(internal), gauss], "numpy": [name, int(pos), int(has_gauss),
+                                                                            float(cached)]})
+    return tensors, meta
+
+
+def restore_rng(tensors: dict[str, Any], meta: str) -> None:
+    import numpy as np
+    import torch
+
+    doc = json.loads(meta)
+    version, internal, gauss = doc["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, pos, has_gauss, cached = doc["numpy"]
+    np.random.set_state((name, tensors["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.random.set_rng_state(tensors["cpu"])
+    cuda = sorted((int(k.split(".")[1]), v) for k, v in tensors.items() if k.startswith("cuda."))
+    if cuda and torch.cuda.is_available():
+        for i, st in cuda[: torch.cuda.device_count()]:
+            torch.cuda.set_rng_state(st, i)
+
+
+def _save_tensors(tensors: dict[str, Any], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def _load_tensors(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return dict(load_file(str(path)))
+
+
+class AtomicCheckpoints:
+    """Trainer mixin: each checkpoint appears complete or not at all (see the module docstring)."""
+
+    _ftc_staging: str | None = None
+
+    def _get_output_dir(self, trial: Any) -> str:
+        if self._ftc_staging is not None:
+            return self._ftc_staging
+        return super()._get_output_dir(trial)  # type: ignore[misc, no-any-return]
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        final_root = Path(super()._get_output_dir(trial))  # type: ignore[misc]
+        staging_root = final_root / STAGING
+        shutil.rmtree(staging_root, ignore_errors=True)
+        staging_root.mkdir(parents=True)
+        state = self.state  # type: ignore[attr-defined]
+        self._ftc_staging = str(staging_root)
+        try:
+            super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        finally:
+            self._ftc_staging = None
+        name = f"checkpoint-{state.global_step}"
+        src, dst = staging_root / name, final_root / name
+        best = state.best_model_checkpoint
+        if best and Path(best).parent == staging_root:  # transformers saw the staging path: point at the final one
+            state.best_model_checkpoint = str(final_root / Path(best).name)
+        if self.args.should_save:  # type: ignore[attr-defined]
+            state.save_to_json(str(src / "trainer_state.json"))
+            (src / COMPLETE).write_text(json.dumps({"step": state.global_step}) + "\n", encoding="utf-8")
+            _fsync_tree(src)
+            if dst.exists():  # the same step saved again (e.g. right after a resume)
+                shutil.rmtree(dst)
+            os.replace(src, dst)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            rotate(final_root, self.args.save_total_limit, state.best_model_checkpoint)  # type: ignore[attr-defined]
+
+    # --- no pickles (single process; DeepSpeed, FSDP and several processes keep transformers' files)
+
+    def _ftc_plain(self) -> bool:
+        args = self.args  # type: ignore[attr-defined]
+        return bool(args.world_size <= 1 and not getattr(self, "is_deepspeed_enabled", False)
+                    and not getattr(self, "is_fsdp_enabled", False))
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if self._ftc_plain() and self.args.should_save:  # type: ignore[attr-defined]
+            opt = optimizer_files(self.optimizer.state_dict())  # type: ignore[attr-defined]
+            sched = _json(self.lr_scheduler.state_dict())  # type: ignore[attr-defined]
+            if opt is not None and sched is not None:
+                Path(output_dir).mkdir(parents=True, exist_ok=True)
+                _save_tensors(opt[0], Path(output_dir) / OPTIMIZER)
+                (Path(output_dir) / OPTIMIZER_META).write_text(opt[1], encoding="utf-8")
+                (Path(output_dir) / SCHEDULER).write_text(sched, encoding="utf-8")
+                return
+        super()._save_optimizer_and_scheduler(output_dir)  # type: ignore[misc]
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        folder = Path(checkpoint) if checkpoint else None
+        if folder is not None and (folder / OPTIMIZER_META).is_file():
+            meta = (folder / OPTIMIZER_META).read_text(encoding="utf-8")
+            self.optimizer.load_state_dict(optimizer_state(_load_tensors(folder / OPTIMIZER), meta))  # type: ignore[attr-defined]
+            sched = json.loads((folder / SCHEDULER).read_text(encoding="utf-8"))
+            self.lr_scheduler.load_state_dict(sched)  # type: ignore[attr-defined]
+            return
+        super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
+
+    def _save_scaler(self, output_dir: str) -> None:
+        scaler = getattr(getattr(self, "accelerator", None), "scaler", None)
+        state = _json(scaler.state_dict()) if scaler is not None and self._ftc_plain() else None
+        if state is not None:
+            if self.args.should_save:  # type: ignore[attr-defined]
+                (Path(output_dir) / SCALER).write_text(state, encoding="utf-8")
+            return
+        super()._save_scaler(output_dir)  # type: ignore[misc]
+
+    def _load_scaler(self, checkpoint: str | None) -> None:
+        if checkpoint and (Path(checkpoint) / SCALER).is_file():
+            state = json.loads((Path(checkpoint) / SCALER).read_text(encoding="utf-8"))
+            self.accelerator.scaler.load_state_dict(state)  # type: ignore[attr-defined]
+            return
+        super()._load_scaler(checkpoint)  # type: ignore[misc]
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        if not self._ftc_plain():
+            super()._save_rng_state(output_dir)  # type: ignore[misc]
+            return
+        tensors, meta = rng_files()
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        _save_tensors(tensors, Path(output_dir) / RNG)
+        (Path(output_dir) / RNG_META).write_text(meta, encoding="utf-8")
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint and (Path(checkpoint) / RNG_META).is_file():
+            restore_rng(_load_tensors(Path(checkpoint) / RNG), (Path(checkpoint) / RNG_META).read_text("utf-8"))
+            return
+        super()._load_rng_state(checkpoint)  # type: ignore[misc]
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        super()._save(output_dir, state_dict)  # type: ignore[misc]
+        folder = Path(output_dir or self.args.output_dir)  # type: ignore[attr-defined]
+        pickled = folder / "training_args.bin"
+        if pickled.is_file():  # transformers always writes it with torch.save: keep JSON instead
+            (folder / ARGS).write_text(self.args.to_json_string(), encoding="utf-8")  # type: ignore[attr-defined]
+            pickled.unlink()
