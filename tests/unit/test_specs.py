@@ -72,25 +72,9 @@ def test_examples_check_clean_through_the_cli(monkeypatch: pytest.MonkeyPatch,
 
 def _code_offsets(text: str) -> list[int]:
     """Offsets of characters outside strings and comments (where a foreign byte must be an error)."""
-    out: list[int] = []
-    in_string = in_comment = escaped = False
-    for i, ch in enumerate(text):
-        if in_comment:
-            in_comment = ch != "\n"
-        elif in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch in '"\n':
-                in_string = False
-        elif ch == "#":
-            in_comment = True
-        elif ch == '"':
-            in_string = True
-        elif not ch.isspace():
-            out.append(i)
-    return out
+    from ftc.compiler.parser import _code_chars
+
+    return [i for i, ch in _code_chars(text) if not ch.isspace()]
 
 
 def damaged_copies(raw: bytes) -> dict[str, bytes]:
