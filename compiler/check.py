@@ -29,6 +29,7 @@ from ftc.compiler.suppress import Waiver, apply_suppressions
 class CheckOptions:
     no_data: bool = False
     target: str | None = None  # hardware profile, e.g. "cpu", "cuda", "a100"
+    tokenize: bool = False  # exact token lengths with a local base's tokenizer
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def _data_key(checked: CheckedSpec) -> str:
 
     texts = sorted((path, src.text) for path, src in checked.sources.items())
     digests = [(p.as_posix(), cache.file_digest(p)) for p in data_paths(checked)]
-    return cache.key_of("data-check", checked.path, texts, digests)
+    return cache.key_of("data-check", checked.path, texts, digests, checked.options.tokenize)
 
 
 def _with_data(checked: CheckedSpec) -> tuple[CheckedSpec, list[Diagnostic] | None]:

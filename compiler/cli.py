@@ -74,9 +74,11 @@ def cli() -> None:
 @click.option("--no-data", is_flag=True, help="Skip rules that read the files a spec names (data, local models).")
 @click.option("--target", type=click.Choice(sorted(TARGETS)),
               help="Also check against a hardware profile (precision, memory, CUDA-only settings).")
+@click.option("--tokenize", is_flag=True,
+              help="Count token lengths exactly with a local base model's tokenizer (else estimated).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
 def check(paths: tuple[str, ...], fmt: str, select: tuple[str, ...], ignore: tuple[str, ...],
-          warnings_as_errors: bool, no_data: bool, target: str | None, color: str) -> None:
+          warnings_as_errors: bool, no_data: bool, target: str | None, tokenize: bool, color: str) -> None:
     """Parse, analyse and lint .ftspec files (files, folders or globs)."""
     from ftc.compiler.check import CheckOptions, check_file
     from ftc.compiler.diagnostics import Severity
@@ -93,7 +95,7 @@ def check(paths: tuple[str, ...], fmt: str, select: tuple[str, ...], ignore: tup
     files = discover(paths)
     if not files:
         raise click.UsageError(f"no .ftspec files found in {', '.join(paths)}")
-    options = CheckOptions(no_data=no_data, target=target)
+    options = CheckOptions(no_data=no_data, target=target, tokenize=tokenize)
     diags = []
     sources: dict[str, Any] = {}
     for path in files:

@@ -61,6 +61,14 @@ def _excerpt(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+FILE_KINDS = {"missing", "empty", "binary", "encoding", "unreadable"}
+
+
+def _file_level(p: Any) -> bool:
+    """A problem with the whole file (it cannot be read at all) rather than with one row."""
+    return p.line is None or getattr(p, "kind", "") in FILE_KINDS
+
+
 @rule("FT200", "data-unreadable", ERROR, stage="data")
 def data_unreadable(c: CheckedSpec) -> Iterator[Hit]:
     """A data file that cannot be read at all: empty, binary, a wrong encoding, a corrupt table.
@@ -73,8 +81,8 @@ def data_unreadable(c: CheckedSpec) -> Iterator[Hit]:
     if report is None:
         return
     for p in report.problems:
-        if p.line is None:
-            yield Hit(f"{p.path}: {p.message}", data_span(p.path, None), help=p.help)
+        if _file_level(p):
+            yield Hit(f"{p.path}: {p.message}", data_span(p.path, p.line), help=p.help)
 
 
 @rule("FT201", "malformed-row", ERROR, stage="data")
@@ -94,7 +102,7 @@ def malformed_row(c: CheckedSpec) -> Iterator[Hit]:
         return
     shown: Counter[str] = Counter()
     for p in report.problems:
-        if p.line is None:
+        if _file_level(p):
             continue
         shown[p.path] += 1
         total = report.bad_rows.get(p.path, 0)
@@ -480,6 +488,26 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
+def _token_counter(c: CheckedSpec) -> tuple[Any, str]:
+    """Exact token counts with the base's own tokenizer (a local folder with tokenizer.json, and
+    `ftc check --tokenize`), else the ~4-characters-per-token estimate. The `tokenizers` library
+    loads no model and imports no torch."""
+    model = c.spec.model
+    if c.options.tokenize and model is not None:
+        path = c.resolve_path(model.base, model.at("base")) / "tokenizer.json"
+        if path.is_file():
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(path))
+            tok.no_padding()  # a saved tokenizer may pad or truncate batches: count real tokens
+            tok.no_truncation()
+
+            def exact(texts: list[str]) -> list[int]:
+                return [len(e.ids) for e in tok.encode_batch(texts)]
+            return exact, f"counted with {model.base}'s tokenizer"
+    return (lambda texts: [estimate_tokens(t) for t in texts]), "estimated at ~4 characters per token"
+
+
 def estimate_tokens(text: str) -> int:
     """Tokens without a tokenizer: about 4 characters per token for English BPE vocabularies."""
     return (len(text) + 3) // 4
@@ -497,12 +525,15 @@ def over_length(c: CheckedSpec) -> Iterator[Hit]:
     if report is None or data is None or data.max_length is None:
         return
     limit = data.max_length.tokens
+    count, how = _token_counter(c)
     for part in report.parts.values():
-        over = [i for i, r in enumerate(part.rows) if estimate_tokens(" ".join(_strings(r))) > limit]
+        lengths = count([" ".join(_strings(r)) for r in part.rows])
+        over = [i for i, n in enumerate(lengths) if n > limit]
         if over:
             share = len(over) / len(part)
             verb = "truncated" if data.max_length.policy == "truncate" else "dropped"
-            yield Hit(f"{len(over)} {part.name} row(s) ({share:.0%}) exceed max_length {limit} and will be {verb}",
+            yield Hit(f"{len(over)} {part.name} row(s) ({share:.0%}) exceed max_length {limit} and will be {verb} "
+                      f"({how})",
                       data.max_length.span, detail="e.g. " + "; ".join(part.where(i) for i in over[:SHOW]),
                       help="raise `max_length`, shorten the examples, or choose `drop`/`truncate` deliberately")
 

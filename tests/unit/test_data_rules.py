@@ -289,3 +289,59 @@ def test_empty_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         'data { source "data/all.jsonl"; split 80/10/10 by time "created_at" }'))
     result = check_file(Path("spec.ftspec"), CheckOptions())
     assert {"the val split is empty", "the test split is empty"} <= {d.message for d in result.diagnostics}
+
+
+def test_unreadable_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = run(tmp_path, monkeypatch)
+    (tmp_path / "data/val.jsonl").write_bytes(b"\x00\x01\x02 binary \xff\xfe")
+    again = check_file(Path("spec.ftspec"), CheckOptions())
+    d = the(again, "FT200")
+    assert d.span is not None and d.span.path == "data/val.jsonl" and "FT200" not in codes(result)
+
+
+def test_exact_token_lengths_with_the_local_tokenizer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import shutil
+
+    from tokenizers import Tokenizer
+
+    from tests.conftest import ROOT
+
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "specs/ticket-triage/ticket-triage.ftspec"
+    spec.write_text(spec.read_text().replace("max_length 128 truncate", "max_length 24 drop"))
+    estimated = the(check_file(spec.relative_to(tmp_path), CheckOptions()), "FT215")
+    exact = the(check_file(spec.relative_to(tmp_path), CheckOptions(tokenize=True)), "FT215")
+    assert "estimated" in estimated.message and "counted with models/tiny-bert's tokenizer" in exact.message
+    tok = Tokenizer.from_file(str(tmp_path / "specs/ticket-triage/models/tiny-bert/tokenizer.json"))
+    rows = [json.loads(line) for line in (tmp_path / "specs/ticket-triage/data/train.jsonl").read_text().splitlines()]
+    want = sum(len(tok.encode(" ".join(str(v) for v in r.values())).ids) > 24 for r in rows)
+    assert [d for d in check_file(spec.relative_to(tmp_path), CheckOptions(tokenize=True)).diagnostics
+            if d.code == "FT215" and f"{want} train row(s)" in d.message]
+
+
+def test_vision_data_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    for split, per_class in (("train", {"cat": 60, "dog": 3}), ("val", {"cat": 5, "dog": 5}),
+                             ("test", {"cat": 5, "dog": 5})):
+        for label, n in per_class.items():
+            folder = tmp_path / "images" / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                size = (16, 16) if i % 2 else (20, 12)
+                Image.new("RGB", size, (i * 3 % 255, 10 + len(split), 40 if label == "cat" else 200)).save(
+                    folder / f"{split}-{label}-{i}.png")
+    spec = compose_example(
+        'model { modality vision; base "timm:resnet18"; revision "5f8b7d3"; task image_classification; '
+        'labels ["cat", "dog"]; params 11M }\n'
+        'signal sft { input "image"; target "label" }\n'
+        "method lora { rank 8 }\n"
+        'data { format image_folder; train "images/train"; val "images/val"; test "images/test" }\n'
+        "eval { metric accuracy; gate accuracy >= 0.8 on test }")
+    (tmp_path / "spec.ftspec").write_text(spec)
+    result = check_file(Path("spec.ftspec"), CheckOptions())
+    messages = [d.message for d in result.diagnostics if d.code == "FT216"]
+    assert any("fewer than 5 training images: dog" in m for m in messages)
+    assert any("2 size(s)" in m for m in messages)
