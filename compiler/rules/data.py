@@ -35,9 +35,9 @@ def _report(c: CheckedSpec) -> DataReport | None:
     return report if report is not None and getattr(report, "parts", None) else None
 
 
-def data_span(path: str, line: int | None) -> Span:
+def data_span(path: str, line: int | None, column: int = 1) -> Span:
     line = line or 1
-    return Span(path, 0, 0, line, 1, line, 1)
+    return Span(path, 0, 0, line, column, line, column)
 
 
 def _decl(c: CheckedSpec, split: str) -> Span | None:
@@ -82,7 +82,7 @@ def data_unreadable(c: CheckedSpec) -> Iterator[Hit]:
         return
     for p in report.problems:
         if _file_level(p):
-            yield Hit(f"{p.path}: {p.message}", data_span(p.path, p.line), help=p.help)
+            yield Hit(p.message, data_span(p.path, p.line, p.column), help=p.help)
 
 
 @rule("FT201", "malformed-row", ERROR, stage="data")
@@ -100,15 +100,15 @@ def malformed_row(c: CheckedSpec) -> Iterator[Hit]:
     report = c.data
     if report is None:
         return
-    shown: Counter[str] = Counter()
-    for p in report.problems:
-        if _file_level(p):
-            continue
-        shown[p.path] += 1
+    rows = [p for p in report.problems if not _file_level(p)]
+    described = Counter(p.path for p in rows)
+    first: set[str] = set()
+    for p in rows:
         total = report.bad_rows.get(p.path, 0)
-        more = total - shown[p.path] if shown[p.path] == 1 else 0
-        field = f" (field `{p.field}`)" if p.field else ""
-        yield Hit(f"{p.message}{field}", data_span(p.path, p.line), help=p.help,
+        more = total - described[p.path] if p.path not in first else 0
+        first.add(p.path)
+        field = f" (field `{p.field}`)" if p.field and f"`{p.field}`" not in p.message else ""
+        yield Hit(f"{p.message}{field}", data_span(p.path, p.line, p.column), help=p.help,
                   detail=f"{total} row(s) of {p.path} are unusable; {more} more not shown" if more > 0 else "")
 
 
@@ -559,9 +559,11 @@ def vision_data(c: CheckedSpec) -> Iterator[Hit]:
                       help="add images to these classes or merge them")
     sizes = {(r.get("width"), r.get("height")) for r in train.rows if r.get("width")}
     modes = {r.get("mode") for r in train.rows if r.get("mode")}
-    if len(sizes) > 1 or len(modes) > 1:
-        yield Hit(f"training images vary: {len(sizes)} size(s), modes {', '.join(sorted(map(str, modes)))}",
-                  _decl(c, "train"), help="images are resized and converted to RGB at run time; check that is intended")
+    varies = ([f"{len(sizes)} sizes"] if len(sizes) > 1 else []) + (
+        [f"{len(modes)} colour modes ({', '.join(sorted(map(str, modes)))})"] if len(modes) > 1 else [])
+    if varies:
+        yield Hit(f"training images vary: {' and '.join(varies)}", _decl(c, "train"),
+                  help="images are resized and converted to RGB at run time; check that is intended")
 
 
 @rule("FT217", "no-early-stopping-small-data", ERROR, stage="data")

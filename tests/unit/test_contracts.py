@@ -155,8 +155,8 @@ def test_dpo() -> None:
                       "chosen": [{"role": "assistant", "content": "good"}],
                       "rejected": [{"role": "assistant", "content": "bad"}]}
     assert check(DPO, conversational) == ([], 0)
-    p = one(DPO, {"prompt": "p", "chosen": "same", "rejected": "same"})
-    assert (p.field, p.message) == ("rejected", "`chosen` and `rejected` are the same")
+    # identical pairs are valid rows here: FT212 (preference-identical) counts them
+    assert check(DPO, {"prompt": "p", "chosen": "same", "rejected": "same"}) == ([], 0)
     p = one(DPO, {"prompt": "p", "chosen": "good"}, after={"prompt": "p", "chosen": "a", "rejected": "b"})
     assert (p.field, p.message) == ("rejected", "missing field `rejected`")
 

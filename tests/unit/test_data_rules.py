@@ -344,4 +344,4 @@ def test_vision_data_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     result = check_file(Path("spec.ftspec"), CheckOptions())
     messages = [d.message for d in result.diagnostics if d.code == "FT216"]
     assert any("fewer than 5 training images: dog" in m for m in messages)
-    assert any("2 size(s)" in m for m in messages)
+    assert any("2 sizes" in m for m in messages)

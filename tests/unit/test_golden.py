@@ -8,6 +8,9 @@ A case is `tests/golden/<group>/<name>.ftspec`. Expectations:
   `# expect-clean`           nothing is reported (a suppressed finding, for instance)
   `# expect-file: FT005`     this code somewhere in this file (for a line that cannot hold a comment,
                              such as inside an unterminated string)
+  `# expect-data: data_x/train.jsonl:17 FT201`  this code starts on line 17 of a data file the case
+                             reads (which cannot hold a comment); the path is relative to the folder
+                             of the file holding the marker, as paths in a spec are
   `<name>.expect` sidecar    lines `LINE: CODES` or `file: CODES`, for a file that can hold nothing
                              (the empty file)
   `# golden: target=cpu`     check options for the case (target=NAME)
@@ -30,6 +33,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import posixpath
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +49,7 @@ from ftc.compiler.source import Source, Span
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 MARKER = re.compile(r"#\s*expect(?P<where>-file|-next-line)?:\s*(?P<codes>FT\d+(?:\s*,\s*FT\d+)*)")
+DATA_MARKER = re.compile(r"#\s*expect-data:\s*(?P<path>\S+):(?P<line>\d+)\s+(?P<codes>FT\d+(?:\s*,\s*FT\d+)*)")
 CLEAN = "# expect-clean"
 OPTION = re.compile(r"#\s*golden:\s*(?P<opts>.*)$")
 SYNTAX_CODES = {"FT001", "FT002", "FT003", "FT004", "FT005"}
@@ -100,6 +105,9 @@ def _markers(path: str, text: str) -> set[Expect]:
             where = {"-file": None, "-next-line": number + 1}.get(m.group("where") or "", number)
             for code in m.group("codes").split(","):
                 out.add((path, where, code.strip()))
+        for m in DATA_MARKER.finditer(line):
+            data = posixpath.normpath(posixpath.join(posixpath.dirname(path), m.group("path")))
+            out |= {(data, int(m.group("line")), code.strip()) for code in m.group("codes").split(",")}
     return out
 
 
@@ -250,6 +258,11 @@ def test_every_spec_rule_has_a_case() -> None:
 
 def test_files_group_covers_file_not_found() -> None:
     assert "FT180" in _expected_codes("files")
+
+
+def test_files_group_covers_every_data_rule() -> None:
+    data_codes = {r.code for r in RULES if r.stage == "data"}
+    assert data_codes - _expected_codes("files") == set()
 
 
 def test_every_target_rule_has_a_case() -> None:
