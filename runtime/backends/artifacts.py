@@ -50,7 +50,7 @@ def assert_no_pickles(folder: Path) -> None:
         raise RuntimeError(f"pickle files in an artifact: {[str(p) for p in bad]}")
 
 
-def _publish(tmp: Path, final: Path) -> Path:
+def publish(tmp: Path, final: Path) -> Path:
     """Move a finished folder into place (replacing an older one)."""
     assert_no_pickles(tmp)
     if final.exists():
@@ -59,7 +59,7 @@ def _publish(tmp: Path, final: Path) -> Path:
     return final
 
 
-def _staging(final: Path) -> Path:
+def staging(final: Path) -> Path:
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -77,22 +77,22 @@ def save_artifacts(ctx: TrainContext, model: Any, tok: Any, *, for_task: str | N
     base = str(base_dir(ctx))
     if isinstance(model, PeftModel):
         final, kind, what = root / "adapter", "adapter", "adapter"
-        tmp = _staging(final)
+        tmp = staging(final)
         for cfg in model.peft_config.values():
             cfg.base_model_name_or_path = base  # resolves without ftc, from any working directory
         model.save_pretrained(str(tmp), safe_serialization=True)
     elif getattr(model, "ftc_adapters", None) is not None:
         final, kind, what = root / "adapters", "adapter", "adapters"
-        tmp = _staging(final)
+        tmp = staging(final)
         bottleneck.save_adapters(model, tmp, base)
     else:
         final, kind, what = root / "model", "full", "full"
-        tmp = _staging(final)
+        tmp = staging(final)
         model.save_pretrained(str(tmp), safe_serialization=True)
     tok.save_pretrained(str(tmp))
     (tmp / "ftc_artifact.json").write_text(json.dumps(_artifact_info(ctx, what, task), indent=2) + "\n",
                                            encoding="utf-8")
-    return _publish(tmp, final), kind
+    return publish(tmp, final), kind
 
 
 def load_trained(ctx: TrainContext, model_dir: Path | None, *, for_task: str | None = None) -> tuple[Any, Any]:
@@ -137,10 +137,10 @@ def export_merged(ctx: TrainContext, adapter_dir: Path, emit: Emit, *, for_task:
     model, tok = load_trained(ctx, adapter_dir, for_task=for_task)
     merged = model.merge_and_unload()
     final = ctx.run_dir / "artifacts" / "merged"
-    tmp = _staging(final)
+    tmp = staging(final)
     merged.save_pretrained(str(tmp), safe_serialization=True)
     tok.save_pretrained(str(tmp))
     info = _artifact_info(ctx, "merged", task_of(ctx, for_task))
     (tmp / "ftc_artifact.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return _publish(tmp, final)
+    return publish(tmp, final)
 

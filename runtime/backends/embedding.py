@@ -37,6 +37,7 @@ from ftc.compiler import schema as s
 from ftc.runtime import checkpoints, metrics
 from ftc.runtime.api import EvalResult, TrainContext, TrainResult
 from ftc.runtime.backends import text
+from ftc.runtime.backends.artifacts import publish, staging
 
 POOLING = {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
            "pooling_mode_mean_sqrt_len_tokens": False}
@@ -385,21 +386,6 @@ def train_contrastive(ctx: TrainContext) -> TrainResult:
 # Export, loading, evaluation
 
 
-def _publish(tmp: Path, final: Path) -> Path:
-    text.assert_no_pickles(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
-
-
-def _staging(final: Path) -> Path:
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
 def export_encoder(ctx: TrainContext, model: Any, tok: Any, max_length: int) -> Path:
     """artifacts/model (the encoder, LoRA merged, with its pooling) and, with peft, artifacts/adapter."""
     root = ctx.run_dir / "artifacts"
@@ -407,16 +393,16 @@ def export_encoder(ctx: TrainContext, model: Any, tok: Any, max_length: int) -> 
     info = {"format": "ftc-artifact", "version": 1, "method": ctx.spec.method.kind, "task": "embedding",
             "base_model": base, "pooling": "mean", "normalize": True, "max_length": max_length}
     if hasattr(model, "peft_config"):
-        tmp = _staging(root / "adapter")
+        tmp = staging(root / "adapter")
         for cfg in model.peft_config.values():
             cfg.base_model_name_or_path = base
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
         load = "PeftModel.from_pretrained(AutoModel.from_pretrained(base_model), this_folder); mean pooling"
         (tmp / "ftc_artifact.json").write_text(json.dumps({**info, "kind": "adapter", "load": load}, indent=2) + "\n")
-        _publish(tmp, root / "adapter")
+        publish(tmp, root / "adapter")
         model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model.get_base_model()
-    tmp = _staging(root / "model")
+    tmp = staging(root / "model")
     model.save_pretrained(str(tmp), safe_serialization=True)
     tok.save_pretrained(str(tmp))
     hidden = int(model.config.hidden_size)
@@ -431,7 +417,7 @@ def export_encoder(ctx: TrainContext, model: Any, tok: Any, max_length: int) -> 
     (tmp / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
     load = "AutoModel.from_pretrained(this_folder); mean-pool last_hidden_state over the attention mask; L2-normalise"
     (tmp / "ftc_artifact.json").write_text(json.dumps({**info, "kind": "embedding", "load": load}, indent=2) + "\n")
-    return _publish(tmp, root / "model")
+    return publish(tmp, root / "model")
 
 
 def load_encoder(ctx: TrainContext, model_dir: Path | None) -> tuple[Any, Any, int]:
