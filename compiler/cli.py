@@ -195,6 +195,78 @@ def run(target: str, resume: bool, dry_run: bool, max_steps: int | None, device:
     sys.exit(outcome.exit_code)
 
 
+@cli.group()
+def runs() -> None:
+    """Inspect the runs recorded in the registry (.ftc/registry.db)."""
+
+
+@runs.command("list")
+@click.option("--spec", "spec_name", help="Only runs of this spec name.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def runs_list(spec_name: str | None, fmt: str) -> None:
+    """Every run, oldest first: id, spec, status, plan hash."""
+    import json as _json
+
+    from ftc.runtime.registry import Registry
+
+    rows = Registry().runs(spec_name)
+    if fmt == "json":
+        out = [{"id": r["id"], "spec": r["spec_name"], "status": r["status"], "plan_hash": r["plan_hash"],
+                "started": r["started"], "finished": r["finished"]} for r in rows]
+        click.echo(_json.dumps({"format_version": 1, "runs": out}, indent=2, sort_keys=True))
+        return
+    for r in rows:
+        click.echo(f"{r['id']:<44} {r['spec_name']:<24} {r['status']:<12} {r['plan_hash'][:12]}")
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def runs_show(run_id: str, fmt: str) -> None:
+    """One run's record: lineage, metrics, gates, artifact (and whether the artifact still exists)."""
+    import json as _json
+
+    from ftc.runtime.registry import Registry
+
+    row = Registry().get(run_id)
+    if row is None:
+        raise click.UsageError(f"no run `{run_id}`: `ftc runs list` shows the recorded runs")
+    record = row["record"]
+    artifact = record.get("artifact") or {}
+    missing = bool(artifact) and not Path(artifact.get("path", "")).exists()
+    if fmt == "json":
+        click.echo(_json.dumps({**row, "artifact_missing": missing}, indent=2, sort_keys=True, default=str))
+        return
+    click.echo(f"run {row['id']}  {row['spec_name']}  {row['status']}  plan {row['plan_hash'][:12]}")
+    spec = record.get("spec", {})
+    click.echo(f"spec: {spec.get('path')} (sha256 {str(spec.get('sha256'))[:12]})")
+    base = record.get("base", {})
+    click.echo(f"base: {base.get('ref')} revision {base.get('revision')} sha256 {str(base.get('sha256'))[:12]}")
+    for name, size in sorted(record.get("data", {}).get("sizes", {}).items()):
+        click.echo(f"data: {name} {size} rows sha256 {record['data']['hashes'].get(name, '')[:12]}")
+    click.echo(f"seed: {record.get('seed')}  git: {record.get('git_commit')}  versions: "
+               + ", ".join(f"{k} {v}" for k, v in sorted((record.get("versions") or {}).items()) if v))
+    for g in record.get("gates", []):
+        click.echo(f"gate: {g['gate']}  before {g['before']}  after {g['value']}  "
+                   f"{'pass' if g['passed'] else 'FAIL'}")
+    if artifact:
+        click.echo(f"artifact: {artifact['path']} sha256 {artifact['sha256'][:12]}"
+                   + ("  (MISSING on disk)" if missing else ""))
+
+
+@cli.command()
+@click.argument("spec_name")
+def active(spec_name: str) -> None:
+    """Which run's model serves a spec name (the last one promoted)."""
+    from ftc.runtime.registry import Registry
+
+    run_id = Registry().active(spec_name)
+    if run_id is None:
+        click.echo(f"no active model for `{spec_name}`", err=True)
+        sys.exit(EXIT_ERRORS)
+    click.echo(run_id)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: turns an unexpected exception into exit code 3 with a short report."""
     try:

@@ -77,3 +77,23 @@ def test_interrupted_run_is_recorded_and_a_changed_spec_is_refused(project: Path
     resumed = run(SPEC, resume=True, max_steps=3)
     assert resumed.run_id == first.run_id and resumed.exit_code in (EXIT_PROMOTED, EXIT_GATES)
     assert Registry().get(first.run_id)["status"] in ("promoted", "rejected")
+
+
+def test_runs_list_show_and_active(project: Path) -> None:
+    from click.testing import CliRunner
+
+    from ftc.compiler.cli import cli
+
+    outcome = run(SPEC)
+    assert outcome.exit_code == EXIT_PROMOTED
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(cli, ["runs", "list", "--format", "json"]).output)
+    assert [r["id"] for r in listed["runs"]] == [outcome.run_id] and listed["runs"][0]["status"] == "promoted"
+    shown = runner.invoke(cli, ["runs", "show", outcome.run_id])
+    assert shown.exit_code == 0 and "gate: f1.macro >= 0.85 on test" in shown.output and "MISSING" not in shown.output
+    assert runner.invoke(cli, ["active", "ticket-triage"]).output.strip() == outcome.run_id
+    record = json.loads(runner.invoke(cli, ["runs", "show", outcome.run_id, "--format", "json"]).output)
+    shutil.rmtree(record["record"]["artifact"]["path"])
+    assert "(MISSING on disk)" in runner.invoke(cli, ["runs", "show", outcome.run_id]).output
+    assert runner.invoke(cli, ["runs", "show", "nope"]).exit_code == 2
+    assert runner.invoke(cli, ["active", "other"]).exit_code == 1
