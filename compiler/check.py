@@ -169,13 +169,14 @@ def check_file(path: Path, options: CheckOptions = CheckOptions()) -> FileResult
     checked = CheckedSpec(shown, root.name.value, spec, path.parent, loader.sources, options)
     if not has_errors(loader.diags):
         cached: list[Diagnostic] | None = None
+        key: str | None = None
         if not options.no_data:
-            checked, cached = _with_data(checked)
+            checked, cached, key = _with_data(checked)
         loader.diags.extend(run_rules(checked, skip_data=cached is not None))
         if cached is not None:
             loader.diags.extend(cached)
-        elif checked.data is not None:
-            _store_data_result(checked, loader.diags)
+        elif checked.data is not None and key is not None:
+            _store_data_result(key, checked, loader.diags)
     return _result(shown, "spec", checked, loader)
 
 
@@ -188,26 +189,28 @@ def _data_key(checked: CheckedSpec) -> str:
     return cache.key_of("data-check", checked.path, texts, digests, checked.options.tokenize)
 
 
-def _with_data(checked: CheckedSpec) -> tuple[CheckedSpec, list[Diagnostic] | None]:
+def _with_data(checked: CheckedSpec) -> tuple[CheckedSpec, list[Diagnostic] | None, str | None]:
     """Read the data unless a file is missing (FT180 says which). On a cache hit for unchanged
-    spec and data, return the recorded sizes, hashes and data diagnostics instead of reading."""
+    spec and data, return the recorded sizes, hashes and data diagnostics instead of reading.
+    The cache key is computed once, before reading, so a result is stored under what was read."""
     from ftc.compiler.data import cache
     from ftc.compiler.data.analyze import DataReport, analyze
     from ftc.compiler.diagnostics import from_dict
     from ftc.compiler.rules.files import named_files
 
     if checked.spec.data is None:
-        return checked, None
+        return checked, None, None
     if any(not checked.resolve_path(p, at).exists() for _, p, at in named_files(checked)):
-        return checked, None
-    hit = cache.load("check", _data_key(checked))
+        return checked, None, None
+    key = _data_key(checked)
+    hit = cache.load("check", key)
     if isinstance(hit, dict):
         try:
             report = DataReport(sizes=dict(hit["sizes"]), hashes=dict(hit["hashes"]))
-            return replace(checked, data=report), [from_dict(d) for d in hit["diagnostics"]]
+            return replace(checked, data=report), [from_dict(d) for d in hit["diagnostics"]], key
         except (KeyError, TypeError, ValueError):
             pass  # a damaged entry is a miss
-    return replace(checked, data=analyze(checked)), None
+    return replace(checked, data=analyze(checked)), None, key
 
 
 def with_rows(checked: CheckedSpec) -> CheckedSpec:
@@ -219,13 +222,13 @@ def with_rows(checked: CheckedSpec) -> CheckedSpec:
     return replace(checked, data=analyze(checked))
 
 
-def _store_data_result(checked: CheckedSpec, diags: list[Diagnostic]) -> None:
+def _store_data_result(key: str, checked: CheckedSpec, diags: list[Diagnostic]) -> None:
     from ftc.compiler.data import cache
     from ftc.compiler.diagnostics import to_dict
     from ftc.compiler.rules import rule_for_or_none
 
     mine = [to_dict(d) for d in diags if (r := rule_for_or_none(d.code)) is not None and r.stage == "data"]
-    cache.store("check", _data_key(checked), {**checked.data.summary(), "diagnostics": mine})
+    cache.store("check", key, {**checked.data.summary(), "diagnostics": mine})
 
 
 def _result(shown: str, kind: str, checked: CheckedSpec | None, loader: _Loader) -> FileResult:

@@ -183,15 +183,12 @@ def plan(spec: str, fmt: str, out: str | None) -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 def run(target: str, resume: bool, dry_run: bool, max_steps: int | None, device: str) -> None:
     """Run a spec (or a reviewed plan.json): train, evaluate, judge the gates, register."""
-    from ftc.runtime.run import EXIT_REFUSED
     from ftc.runtime.run import run as run_target
 
     if not target.endswith(".json"):
         _checked_or_exit(target)  # print the diagnostics of a refused spec
     outcome = run_target(target, resume=resume, dry_run=dry_run, max_steps=max_steps, device=device)
     click.echo(f"ftc: {outcome.message}", err=outcome.exit_code not in (0,))
-    if outcome.exit_code == EXIT_REFUSED and target.endswith(".json"):
-        pass
     sys.exit(outcome.exit_code)
 
 

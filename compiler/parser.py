@@ -349,7 +349,3 @@ def parse(source: Source) -> tuple[ast.SpecFile | None, list[Diagnostic]]:
     lowerer = Lowerer(source, diags.append)
     spec = lowerer.file(tree, _comments(source))
     return (spec if not diags else None), diags
-
-
-def strip_bom(text: str) -> str:
-    return text.removeprefix("\ufeff")

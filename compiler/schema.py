@@ -8,7 +8,7 @@ statements against these tables; rules read the resulting frozen objects.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, field, fields
+from dataclasses import field, fields
 from typing import Any
 
 from ftc.compiler import ast
@@ -619,13 +619,6 @@ def key_name(f: Any) -> str:
     """The word users write: `metric` for the repeated field `metrics`, and so on."""
     name: str = f.name
     return {"metrics": "metric", "gates": "gate", "slices": "slice"}.get(name, name)
-
-
-def has_default(f: Any) -> bool:
-    return f.default is not MISSING or f.default_factory is not MISSING
-
-
-
 
 
 @record

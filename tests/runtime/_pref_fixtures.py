@@ -149,3 +149,13 @@ def context(root: Path, text: str, events: list[dict[str, Any]], *, max_steps: i
     log: Callable[[dict[str, Any]], None] = events.append
     return TrainContext(result.checked, report.parts, root / "run", log, resume=resume,
                         stage_parts=report.stages.get("reward", {}), max_steps=max_steps)
+
+
+def fresh(root: Path, name: str) -> Path:
+    """A new run folder beside the shared data and model (symlinked), so runs stay independent."""
+    out = root / name
+    out.mkdir(exist_ok=True)
+    for item in ("data.jsonl", "model"):
+        if not (out / item).exists():
+            (out / item).symlink_to(root / item)
+    return out

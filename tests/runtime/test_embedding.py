@@ -44,15 +44,6 @@ def _spec(method: str, lr: str, negative: bool = True, every: str = "") -> str:
                        "recall_at_k 5", "recall_at_k >= 0.5")
 
 
-def _fresh(root: Path, name: str) -> Path:
-    out = root / name
-    out.mkdir(exist_ok=True)
-    for item in ("data.jsonl", "model"):
-        if not (out / item).exists():
-            (out / item).symlink_to(root / item)
-    return out
-
-
 def _losses(events: list[dict[str, Any]]) -> list[float]:
     return [e["loss"] for e in events if e["event"] == "step"]
 
@@ -87,7 +78,7 @@ def _check_encoder(folder: Path) -> None:
 def test_full_contrastive_learns_and_exports_a_plain_encoder(root: Path) -> None:
     from ftc.runtime.backends.embedding import recall_at_k, train_contrastive
 
-    work = _fresh(root, "full")
+    work = F.fresh(root, "full")
     events: list[dict[str, Any]] = []
     ctx = F.context(work, _spec(FULL, "1e-3"), events, max_steps=16, allow=("FT203",))
     result = train_contrastive(ctx)
@@ -121,7 +112,7 @@ def test_evaluate_reports_recall_at_the_specs_k(root: Path) -> None:
 def test_lora_contrastive_learns_and_merges_into_the_encoder(root: Path) -> None:
     from ftc.runtime.backends.embedding import recall_at_k, train_contrastive
 
-    work = _fresh(root, "lora")
+    work = F.fresh(root, "lora")
     events: list[dict[str, Any]] = []
     ctx = F.context(work, _spec(LORA, "2e-2", negative=False), events, max_steps=16)
     result = train_contrastive(ctx)
@@ -139,7 +130,7 @@ def test_lora_contrastive_learns_and_merges_into_the_encoder(root: Path) -> None
 def test_contrastive_resumes_from_its_last_checkpoint(root: Path) -> None:
     from ftc.runtime.backends.embedding import train_contrastive
 
-    work = _fresh(root, "resume")
+    work = F.fresh(root, "resume")
     spec = _spec(LORA, "2e-2", every=" every 2 steps")
     first: list[dict[str, Any]] = []
     train_contrastive(F.context(work, spec, first, max_steps=4))

@@ -43,15 +43,6 @@ def _dpo_spec(method: str, lr: str = "1e-3") -> str:
                        "accuracy", "accuracy >= 0.5")
 
 
-def _fresh(root: Path, name: str) -> Path:
-    out = root / name
-    out.mkdir(exist_ok=True)
-    for item in ("data.jsonl", "model"):
-        if not (out / item).exists():
-            (out / item).symlink_to(root / item)
-    return out
-
-
 def _steps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e["event"] == "step"]
 
@@ -68,7 +59,7 @@ def test_dpo_lora_trains_and_exports_a_plain_peft_adapter(dpo_root: Path) -> Non
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    root = _fresh(dpo_root, "lora")
+    root = F.fresh(dpo_root, "lora")
     events: list[dict[str, Any]] = []
     ctx = F.context(root, _dpo_spec(LORA), events, max_steps=3)
     result = train_dpo(ctx)
@@ -111,7 +102,7 @@ def test_dpo_evaluation_compares_with_the_base(dpo_root: Path) -> None:
 def test_dpo_resumes_from_its_last_checkpoint(dpo_root: Path) -> None:
     from ftc.runtime.backends.preference import train_dpo
 
-    root = _fresh(dpo_root, "resume")
+    root = F.fresh(dpo_root, "resume")
     first: list[dict[str, Any]] = []
     train_dpo(F.context(root, _dpo_spec(LORA), first, max_steps=2))
     assert (root / "run" / "checkpoints" / "checkpoint-2" / "COMPLETE").exists()
@@ -125,7 +116,7 @@ def test_dpo_full_fine_tune_exports_a_full_model(dpo_root: Path) -> None:
     from ftc.runtime.backends.preference import train_dpo
     from transformers import AutoModelForCausalLM
 
-    root = _fresh(dpo_root, "full")
+    root = F.fresh(dpo_root, "full")
     events: list[dict[str, Any]] = []
     result = train_dpo(F.context(root, _dpo_spec(FULL, "1e-5"), events, max_steps=2,
                                         allow=("FT203",)))  # a full fine-tune on little data
