@@ -95,7 +95,9 @@ def lineage(plan: Plan, checked: Any) -> dict[str, Any]:
         except md.PackageNotFoundError:
             versions[pkg] = None
     train = checked.spec.train
-    return {"ftc_version": __version__, "plan_hash": plan.hash, "spec": plan.spec, "base": plan.base,
+    spec_text = Path(plan.spec["path"]).read_text(encoding="utf-8", errors="replace")
+    return {"ftc_version": __version__, "plan_hash": plan.hash, "spec": plan.spec, "spec_text": spec_text,
+            "base": plan.base,
             "data": plan.data, "method": plan.node("model.attach").params, "seed": train.seed if train else None,
             "versions": versions, "python": platform.python_version(),
             "hardware": {"machine": platform.machine(), "processor": platform.processor() or None},
@@ -220,6 +222,7 @@ def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: 
                    "gates": [g.__dict__ for g in state.gates],
                    "metrics": {k: getattr(v, "metrics", v) for k, v in state.results.items()},
                    "slices": {k: v.slices for k, v in state.results.items() if hasattr(v, "slices")},
+                   "extra": {k: v.extra for k, v in state.results.items() if getattr(v, "extra", None)},
                    "history": [e for e in progress.history if e.get("event") in ("step", "eval")]})
     registry.finish(run_id, status, record)
     print(_verdict_table(state), file=out)

@@ -296,4 +296,4 @@ def measure_latency(ctx: TrainContext, model_dir: Path | None, split: str = "tes
             if i >= warmup:
                 times.append(time.perf_counter() - start)
     return {**metrics.percentiles(times), "mean": sum(times) / len(times), "n": n, "warmup": warmup,
-            "device": str(dev), "unit": "s"}
+            "device": str(dev), "unit": "s", "samples": [round(t, 7) for t in times]}
