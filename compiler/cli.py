@@ -3,15 +3,23 @@
 Exit codes (documented in README.md): 0 no errors (warnings allowed), 1 errors found, 2 usage
 error, 3 internal error (a bug in ftc). Heavy libraries are imported only inside the commands
 that run models, never on the `check` path.
+
+Registry commands (`runs list|show|diff`, `promote`, `rollback`, `active`, `gc`, `report`):
+0 done; 1 refused (a gate failed and no --force, a failed/interrupted run, a missing artifact,
+nothing to roll back to, no active model); 2 usage (unknown or ambiguous run id, --force without
+--reason); 6 the registry cannot be used (not a database, damaged, locked longer than
+FTC_REGISTRY_TIMEOUT seconds, not writable): nothing was written. `ftc run` adds 4 (a gate
+failed) and 5 (failed or interrupted, resumable).
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +27,7 @@ import click
 from ftc import __version__
 from ftc.compiler.targets import TARGETS
 
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL, EXIT_REGISTRY = 0, 1, 2, 3, 6
 SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".ftc", ".tox"}
 
 
@@ -141,6 +149,49 @@ def rules_cmd(fmt: str) -> None:
     click.echo({"text": rules_text, "json": rules_json, "markdown": rules_markdown}[fmt](), nl=False)
 
 
+def _registry_errors(fn: Callable[..., None]) -> Callable[..., None]:
+    """Registry problems become a message with a hint, never a traceback: RegistryError exit 6
+    (nothing written), BadUsage exit 2, Refused exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        from ftc.runtime.registry import BadUsage, Refused, RegistryError
+
+        try:
+            fn(*args, **kwargs)
+        except RegistryError as err:
+            click.echo(f"ftc: {err}", err=True)
+            sys.exit(EXIT_REGISTRY)
+        except BadUsage as err:
+            click.echo(f"ftc: {err}", err=True)
+            sys.exit(EXIT_USAGE)
+        except Refused as err:
+            click.echo(f"ftc: {err}", err=True)
+            sys.exit(EXIT_ERRORS)
+
+    return wrapper
+
+
+def _registry(create: bool = False):  # type: ignore[no-untyped-def]
+    """The project's registry; None when reading and no run was ever recorded here."""
+    from ftc.runtime.registry import Registry, default_root
+
+    if not create and not (default_root() / "registry.db").exists():
+        return None
+    return Registry()
+
+
+def _resolve(registry: Any, ref: str) -> dict[str, Any]:
+    from ftc.runtime.registry import UnknownRun, default_root
+
+    if registry is None:
+        raise UnknownRun(f"no run `{ref}`: no registry at {default_root() / 'registry.db'} (nothing recorded yet)",
+                         "`ftc run SPEC` records runs; FTC_HOME points ftc at another .ftc folder")
+    row = registry.get(registry.resolve(ref))
+    assert row is not None
+    return row  # type: ignore[no-any-return]
+
+
 def _checked_or_exit(spec_path: str, fmt: str = "text"):  # type: ignore[no-untyped-def]
     """Check a spec with its data; on errors print them and exit 1 (a plan needs a clean spec)."""
     from ftc.compiler.check import CheckOptions, check_file
@@ -181,87 +232,309 @@ def plan(spec: str, fmt: str, out: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Walk the plan without doing any work.")
 @click.option("--max-steps", type=int, help="Cap training steps (smoke tests).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-def run(target: str, resume: bool, dry_run: bool, max_steps: int | None, device: str) -> None:
+@click.option("--mlflow", "mlflow_uri", metavar="URI",
+              help="Also log the run to MLflow at URI (sqlite:///mlruns.db, http://host:5000; a bare *.db path is a "
+                   "SQLite file); replaces the spec's tracking store. Needs `pip install 'ftc[mlflow]'`.")
+@_registry_errors
+def run(target: str, resume: bool, dry_run: bool, max_steps: int | None, device: str,
+        mlflow_uri: str | None) -> None:
     """Run a spec (or a reviewed plan.json): train, evaluate, judge the gates, register."""
     from ftc.runtime.run import run as run_target
 
+    if mlflow_uri is not None:
+        from ftc.runtime.tracking import (  # light: mlflow is imported later
+            TrackingError,
+            settings_from_uri,
+        )
+
+        try:
+            settings_from_uri(mlflow_uri)
+        except TrackingError as err:
+            raise click.BadParameter(f"{err.message}; {err.hint}", param_hint="--mlflow") from None
     if not target.endswith(".json"):
         _checked_or_exit(target)  # print the diagnostics of a refused spec
-    outcome = run_target(target, resume=resume, dry_run=dry_run, max_steps=max_steps, device=device)
+    outcome = run_target(target, resume=resume, dry_run=dry_run, max_steps=max_steps, device=device,
+                         mlflow=mlflow_uri)
     click.echo(f"ftc: {outcome.message}", err=outcome.exit_code not in (0,))
     sys.exit(outcome.exit_code)
 
 
 @cli.group()
 def runs() -> None:
-    """Inspect the runs recorded in the registry (.ftc/registry.db)."""
+    """Inspect the runs recorded in the registry (.ftc/registry.db; FTC_HOME moves it)."""
 
 
 @runs.command("list")
 @click.option("--spec", "spec_name", help="Only runs of this spec name.")
+@click.option("--status", type=click.Choice(["running", "promoted", "rejected", "failed", "interrupted"]),
+              help="Only runs with this status.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def runs_list(spec_name: str | None, fmt: str) -> None:
-    """Every run, oldest first: id, spec, status, plan hash."""
+@_registry_errors
+def runs_list(spec_name: str | None, status: str | None, fmt: str) -> None:
+    """Every run, oldest first: id, spec, status (* = active), started, plan hash."""
     import json as _json
 
-    from ftc.runtime.registry import Registry
+    from ftc.runtime.registry import when
 
-    rows = Registry().runs(spec_name)
+    registry = _registry()
+    rows = registry.runs(spec_name) if registry else []
+    rows = [r for r in rows if status is None or r["status"] == status]
+    active_ids = set(registry.active_all().values()) if registry else set()
     if fmt == "json":
         out = [{"id": r["id"], "spec": r["spec_name"], "status": r["status"], "plan_hash": r["plan_hash"],
-                "started": r["started"], "finished": r["finished"]} for r in rows]
+                "started": r["started"], "finished": r["finished"], "active": r["id"] in active_ids}
+               for r in rows]
         click.echo(_json.dumps({"format_version": 1, "runs": out}, indent=2, sort_keys=True))
         return
+    if not rows:
+        click.echo("no runs recorded" + (f" for `{spec_name}`" if spec_name else ""), err=True)
+        return
     for r in rows:
-        click.echo(f"{r['id']:<44} {r['spec_name']:<24} {r['status']:<12} {r['plan_hash'][:12]}")
+        mark = "*" if r["id"] in active_ids else " "
+        click.echo(f"{mark} {r['id']:<44} {r['spec_name']:<24} {r['status']:<12} {when(r['started'])}  "
+                   f"{r['plan_hash'][:12]}")
 
 
 @runs.command("show")
 @click.argument("run_id")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_registry_errors
 def runs_show(run_id: str, fmt: str) -> None:
-    """One run's record: lineage, metrics, gates, artifact (and whether the artifact still exists)."""
+    """One run's record: lineage, metrics, gates, artifact (and whether it is still on disk).
+    RUN_ID may be a unique prefix of an id."""
     import json as _json
 
-    from ftc.runtime.registry import Registry
+    from ftc.runtime.registry import artifact_problem, when
+    from ftc.runtime.retention import alive
 
-    row = Registry().get(run_id)
-    if row is None:
-        raise click.UsageError(f"no run `{run_id}`: `ftc runs list` shows the recorded runs")
+    registry = _registry()
+    row = _resolve(registry, run_id)
     record = row["record"]
     artifact = record.get("artifact") or {}
-    missing = bool(artifact) and not Path(artifact.get("path", "")).exists()
+    removed = artifact.get("removed")
+    missing = bool(artifact) and not removed and not Path(artifact.get("path") or "").exists()
+    problem = artifact_problem(record) if artifact else None
+    is_active = registry.active(row["spec_name"]) == row["id"]
+    events = registry.history(run_id=row["id"])
+    dead = row["status"] == "running" and not alive(record)
     if fmt == "json":
-        click.echo(_json.dumps({**row, "artifact_missing": missing}, indent=2, sort_keys=True, default=str))
+        click.echo(_json.dumps({**row, "artifact_missing": missing, "artifact_removed": bool(removed),
+                                "artifact_problem": problem, "active": is_active, "events": events,
+                                "process_gone": dead}, indent=2, sort_keys=True, default=str))
         return
-    click.echo(f"run {row['id']}  {row['spec_name']}  {row['status']}  plan {row['plan_hash'][:12]}")
+    status = row["status"] + (" (active)" if is_active else "")
+    click.echo(f"run {row['id']}  {row['spec_name']}  {status}  plan {row['plan_hash'][:12]}")
+    click.echo(f"started {when(row['started'])}  finished {when(row['finished'])}  by {record.get('user')}  "
+               f"on {(record.get('hardware') or {}).get('host') or '?'}")
+    if dead:
+        click.echo(f"note: its process ({record.get('pid')}) is gone: continue it with `ftc run "
+                   f"{(record.get('spec') or {}).get('path')} --resume`")
     spec = record.get("spec", {})
     click.echo(f"spec: {spec.get('path')} (sha256 {str(spec.get('sha256'))[:12]})")
     base = record.get("base", {})
     click.echo(f"base: {base.get('ref')} revision {base.get('revision')} sha256 {str(base.get('sha256'))[:12]}")
+    method = record.get("method") or {}
+    if method:
+        click.echo("method: " + ", ".join(f"{k} {v}" for k, v in sorted(method.items())))
     for name, size in sorted(record.get("data", {}).get("sizes", {}).items()):
         click.echo(f"data: {name} {size} rows sha256 {record['data']['hashes'].get(name, '')[:12]}")
     click.echo(f"seed: {record.get('seed')}  git: {record.get('git_commit')}  versions: "
                + ", ".join(f"{k} {v}" for k, v in sorted((record.get("versions") or {}).items()) if v))
+    options = {k: v for k, v in (record.get("options") or {}).items() if v not in (None, False)}
+    if options:
+        click.echo("options: " + ", ".join(f"{k} {v}" for k, v in sorted(options.items())))
     for g in record.get("gates", []):
         click.echo(f"gate: {g['gate']}  before {g['before']}  after {g['value']}  "
                    f"{'pass' if g['passed'] else 'FAIL'}")
+    forced = record.get("forced_promotion")
+    if forced:
+        click.echo(f"forced promotion: by {forced.get('user')} on {when(forced.get('at'))} although its gates "
+                   f"failed: {forced.get('reason')}")
+    if record.get("error"):
+        click.echo(f"error: {record['error']}")
+    if record.get("interrupted_by"):
+        click.echo(f"interrupted by {record['interrupted_by']}: continue with `ftc run --resume`")
     if artifact:
-        click.echo(f"artifact: {artifact['path']} sha256 {artifact['sha256'][:12]}"
-                   + ("  (MISSING on disk)" if missing else ""))
+        sha = str(artifact.get("sha256") or "")[:12]
+        if removed:
+            click.echo(f"artifact: removed by `{removed.get('by')}` on {when(removed.get('at'))} "
+                       f"(was {artifact.get('path')}, sha256 {sha})")
+        else:
+            click.echo(f"artifact: {artifact['path']} sha256 {sha}" + ("  (MISSING on disk)" if missing else ""))
+            if artifact.get("merged"):
+                gone = "" if Path(artifact["merged"]).exists() else "  (MISSING on disk)"
+                click.echo(f"merged: {artifact['merged']} sha256 {str(artifact.get('merged_sha256'))[:12]}{gone}")
+    for e in events:
+        click.echo(f"event: {when(e['at'])}  {e['action']}  {e['run_id']}  by {e['user'] or '?'}"
+                   + (f"  ({e['reason']})" if e["reason"] else ""))
+
+
+@runs.command("diff")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_registry_errors
+def runs_diff(run_a: str, run_b: str, fmt: str) -> None:
+    """What changed from RUN_A to RUN_B: spec text, base, method and training settings, seed,
+    versions, data per split, metrics before/after per split and slice (with deltas), gates."""
+    from ftc.runtime.rundiff import diff_runs, render_text, to_json
+
+    registry = _registry()
+    a, b = _resolve(registry, run_a), _resolve(registry, run_b)
+    d = diff_runs(a, b)
+    click.echo(to_json(d) if fmt == "json" else render_text(d), nl=False)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--force", is_flag=True, help="Promote even though a gate failed (needs --reason).")
+@click.option("--reason", help="Why (recorded with your name and the time); required with --force.")
+@_registry_errors
+def promote(run_id: str, force: bool, reason: str | None) -> None:
+    """Make a run the active model of its spec. Only a completed run whose gates all passed,
+    unless --force --reason; never a failed or interrupted run, nor one whose artifact is gone."""
+    registry = _registry()
+    row = _resolve(registry, run_id)
+    done = registry.promote(row["id"], force=force, reason=reason)
+    if not done["changed"]:
+        click.echo(f"{done['run_id']} is already the active `{done['spec']}`")
+        return
+    was = f" (was {done['previous']})" if done["previous"] else ""
+    forced = " despite failed gates (forced; reason recorded)" if done["forced"] else ""
+    click.echo(f"promoted {done['run_id']} as the active `{done['spec']}`{forced}{was}")
 
 
 @cli.command()
 @click.argument("spec_name")
-def active(spec_name: str) -> None:
-    """Which run's model serves a spec name (the last one promoted)."""
-    from ftc.runtime.registry import Registry
+@click.option("--reason", help="Why (recorded with your name and the time).")
+@_registry_errors
+def rollback(spec_name: str, reason: str | None) -> None:
+    """Make the model promoted before the active one active again (each rollback goes one
+    promotion further back; `ftc promote RUN` picks any run instead)."""
+    registry = _registry()
+    if registry is None:
+        from ftc.runtime.registry import Refused
 
-    run_id = Registry().active(spec_name)
-    if run_id is None:
-        click.echo(f"no active model for `{spec_name}`", err=True)
+        raise Refused(f"no model of `{spec_name}` was ever promoted: no registry here yet",
+                      "FTC_HOME points ftc at another .ftc folder")
+    done = registry.rollback(spec_name, reason=reason)
+    click.echo(f"rolled back `{spec_name}`: {done['run_id']} is active again (was {done['previous']})")
+
+
+@cli.command()
+@click.argument("spec_name")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--history", is_flag=True, help="Also list the promote and rollback events, oldest first.")
+@click.option("--path", "show_path", is_flag=True, help="Print the active model's artifact folder instead of its id.")
+@_registry_errors
+def active(spec_name: str, fmt: str, history: bool, show_path: bool) -> None:
+    """Which run's model serves a spec name. Prints the run id (exit 1 when there is none)."""
+    import json as _json
+
+    from ftc.runtime.registry import artifact_problem, when
+
+    registry = _registry()
+    info = registry.active_info(spec_name) if registry else None
+    events = [e for e in registry.history(spec_name) if e["action"] != "artifact-removed"] if registry else []
+    row = registry.get(info["run_id"]) if registry and info else None
+    artifact = (row or {}).get("record", {}).get("artifact") or {}
+    if fmt == "json":
+        doc: dict[str, Any] = {"format_version": 1, "spec": spec_name, "active": None}
+        if info and row:
+            doc["active"] = {"run_id": info["run_id"], "since": info["since"], "status": row["status"],
+                             "event": info["event"], "artifact": artifact or None,
+                             "artifact_problem": artifact_problem(row["record"])}
+        if history:
+            doc["history"] = events
+        click.echo(_json.dumps(doc, indent=2, sort_keys=True, default=str))
+    else:
+        if info is None:
+            click.echo(f"no active model for `{spec_name}`", err=True)
+        elif show_path:
+            click.echo(artifact.get("path") or "")
+        else:
+            click.echo(info["run_id"])
+        if history:
+            for e in events:
+                click.echo(f"{when(e['at'])}  {e['action']:<14} {e['run_id']}  by {e['user'] or '?'}"
+                           + (f"  (was {e['previous']})" if e["previous"] else "")
+                           + (f"  reason: {e['reason']}" if e["reason"] else ""))
+    if info is None:
         sys.exit(EXIT_ERRORS)
-    click.echo(run_id)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
+@click.option("--prune-rejected", is_flag=True,
+              help="Also remove the artifacts of rejected runs that were never promoted (recorded in each).")
+@click.option("--allow-empty-registry", is_flag=True,
+              help="Collect even when the registry records no run (else refused: a replaced registry.db).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_registry_errors
+def gc(dry_run: bool, prune_rejected: bool, allow_empty_registry: bool, fmt: str) -> None:
+    """Remove what no record needs: checkpoints of finished runs, leftover staging folders,
+    unknown run folders, unreferenced store objects. Never what a promoted or active model needs,
+    nor the checkpoints of interrupted or failed runs (they are resumable)."""
+    import json as _json
+
+    from ftc.runtime.retention import collect
+
+    registry = _registry()
+    if registry is None:
+        click.echo("gc: no registry here: nothing to collect", err=True)
+        return
+    out = collect(registry, dry_run=dry_run, prune_rejected=prune_rejected, allow_empty=allow_empty_registry)
+    if fmt == "json":
+        click.echo(_json.dumps(out.to_json(), indent=2, sort_keys=True))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for item in out.items:
+        click.echo(f"{verb}  {_size(item.bytes):>10}  {_shown(item.path)}  ({item.why})")
+    for run_id in out.pruned_runs:
+        click.echo(f"{'would mark' if dry_run else 'marked'} {run_id}: artifact removed by gc")
+    if not out.items:
+        click.echo("gc: nothing to remove")
+        return
+    total = f"{out.bytes:,} bytes ({_size(out.bytes)})"
+    click.echo(f"gc: {verb} {len(out.items)} item(s), " + (f"would free {total}; nothing was removed" if dry_run
+                                                            else f"freed {total}"))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="The file to write.")
+@click.option("--format", "fmt", type=click.Choice(["html", "md"]),
+              help="html (one self-contained file) or md; default: from --out's suffix, else html.")
+@_registry_errors
+def report(run_id: str, out_file: str, fmt: str | None) -> None:
+    """Write a run's report with plots: losses, gate metric, gradient norm, slices, latency,
+    confusion matrix, and the gate table before/after."""
+    from ftc.runtime.registry import Refused
+    from ftc.runtime.report import write_report
+
+    out = Path(out_file)
+    fmt = fmt or ("md" if out.suffix.lower() in (".md", ".markdown") else "html")
+    row = _resolve(_registry(), run_id)
+    try:
+        write_report(row, out, fmt)
+    except OSError as err:
+        raise Refused(f"cannot write {out}: {err.strerror or err}", "choose another --out") from err
+    click.echo(f"wrote {out} ({fmt}) for {row['id']}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -279,6 +552,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(EXIT_OK)
     except Exception as err:  # noqa: BLE001 (a bug in ftc, never a user mistake: exit 3)
+        if type(err).__name__ == "RegistryError":  # raised outside a registry command: still not a bug
+            click.echo(f"ftc: {err}", err=True)
+            sys.exit(EXIT_REGISTRY)
         click.echo(f"ftc: internal error: {type(err).__name__}: {err}\n"
                    "This is a bug in ftc; please report it with the spec that caused it.", err=True)
         if os.environ.get("FTC_DEBUG"):

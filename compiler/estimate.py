@@ -1,17 +1,46 @@
-"""Static estimates: parameter count and training memory per GPU. No torch; reads config.json or
-a safetensors header when the base is a local folder, otherwise the spec's declared `params`.
+"""Static estimates: parameter count and training memory per GPU. No torch; reads config.json and
+the safetensors header when the base is a local folder, otherwise the spec's declared `params`.
 
-The memory model (documented so that users can check it):
-  weights      frozen base: params × bytes of its dtype (4-bit ≈ 0.52 bytes with double
-               quantisation, 0.56 without; 8-bit = 1); a full fine-tune in mixed precision keeps
-               fp32 master weights and 16-bit copies (6 bytes/param), in fp32 4 bytes/param
-  gradients    trainable params × 4 bytes (2 for a 16-bit full fine-tune)
-  optimizer    AdamW: 8 bytes per trainable param (two fp32 moments); 8-bit AdamW: 2; SGD: 4
-  activations  per layer, seq × batch × hidden × (34 + 5 × heads × seq / hidden) bytes (Korthikanti
-               et al. 2022, 16-bit); × 2 in fp32; with gradient checkpointing 2 × seq × batch × hidden
-  overhead     0.75 GB for the CUDA context and allocator fragmentation
+The memory model (documented so that users can check it), calibrated against peaks measured on an
+H100 with ftc's text backend (bench/memory_estimate.py, bench/results/memory_estimate_h100.json:
+Llama-style models of 135M to 3B parameters and a BERT encoder; full, LoRA and QLoRA; sequence 512 and
+2048; batch 1 to 8; gradient checkpointing on and off; checked on Qwen2-0.5B, TinyLlama-1.1B and GPT-2
+shapes held out of the fit: bench/results/memory_estimate_h100_holdout.json). Vision models get the
+same per-token terms with 197 tokens per image, unmeasured. Weights load in the dtype they were saved in
+(config.json `dtype`/`torch_dtype`, else the safetensors header; transformers' `dtype="auto"`); when
+nothing says, a base of 1B parameters or more is taken to be 16-bit and a smaller one fp32.
+  weights      full fine-tune: params x bytes of that dtype (a 16-bit checkpoint trains in 16 bits
+               under bf16/fp16 mixed precision: the Trainer does not upcast it). LoRA and other adapters:
+               the frozen base likewise, plus the adapter weights in fp32. QLoRA (and `quantize 4bit`):
+               the linear layers at 0.516 bytes/param with double quantisation (nf4 + uint8 absmax per 64
+               + fp32 per 256 blocks), 0.5625 without; `quantize 8bit` at 1 byte; the rest (embeddings,
+               an untied LM head, norms) in fp32, where `prepare_model_for_kbit_training` puts it
+  gradients    trainable params x bytes of their dtype (the weights' for a full fine-tune, 4 for adapters)
+  optimizer    AdamW: two moments in the trainable params' dtype, plus one more such buffer during the
+               step (torch's foreach implementation); 8-bit AdamW: 2 bytes/param; SGD: one buffer
+  activations  per token (sequence x micro-batch) and layer, a_h x hidden + a_f x ffn bytes (_ACT, by
+               method and MLP kind; + 10.5 x ffn for an activation computed in several elementwise ops,
+               such as GPT-2's gelu_new; SDPA attention stores no seq x seq scores); with gradient
+               checkpointing, per token 2 x hidden per layer (4 when the residual stream is fp32: QLoRA,
+               fp32 checkpoints) plus one layer recomputed in the backward pass (_ACT_GC); x 2 for fp32
+               weights in fp32 precision. Without checkpointing, also autocast's 16-bit copies of fp32
+               weights (2 bytes/param) and, for a full fine-tune of a causal LM, the LM head's gradient
+               accumulated in fp32 (vocab x hidden x 4). Generation: the tiled LM-head projection of ftc's
+               SFT trainer, up to 4096 tokens x 32768 vocabulary entries x 2 bytes.
+               Gradients fill in while the backward pass frees activations, so the peak is weights +
+               optimizer state + the larger of (activations) and (gradients + the step's buffer); the
+               `activations` part is what the backward pass needs beyond the gradients and the step's
+               buffer (0 when the optimizer step is the peak), so that the parts add up to the total
+  overhead     1.3 GB (0.85 for the CUDA context and cuBLAS workspace: 0.80-0.82 GB measured outside
+               PyTorch's allocator plus 0.07 GB allocated before the model; 0.45 of allocator reserve)
+               plus 13% of the allocated peak for the caching allocator's fragmentation (measured
+               reserved/allocated at the peak: median 1.05, 90th percentile 1.16, at most 1.37). The
+               margins make every measured case an over-estimate (by 1-38%, median 14%): a budget
+               check must not pass a run that cannot fit
 Sharding: ZeRO-1 divides optimizer state by the GPU count, ZeRO-2 also gradients, ZeRO-3 and FSDP
-(full) also weights; DDP divides nothing.
+(full) also weights; DDP divides nothing. Not modelled: the extra forward passes of preference training
+(DPO's reference model, RLHF), eager attention's seq x seq scores, full logits of trainers that
+materialise them (ftc's SFT trainer projects the LM head in tiles).
 """
 
 from __future__ import annotations
@@ -26,7 +55,28 @@ from typing import Any
 from ftc.compiler import schema as s
 
 GB = 1e9
-OVERHEAD = 0.75 * GB
+CONTEXT = 0.85 * GB  # CUDA context and cuBLAS workspace
+SLACK = 0.45 * GB  # the caching allocator's reserve beyond what is allocated: a floor ...
+FRAGMENTATION = 0.13  # ... and a share of what is allocated
+OVERHEAD = CONTEXT + SLACK  # the fixed part of the overhead
+
+# Activation bytes per token and layer: (x hidden, x ffn), 16-bit autocast, SDPA attention, for a gated
+# MLP (Llama-style, 3 matrices) and a plain one (2): least-squares fits of the measured peaks, rounded up.
+_ACT: dict[str, tuple[float, float]] = {"full": (22.0, 8.5), "lora": (30.0, 10.0), "qlora": (31.0, 15.5)}
+_ACT_PLAIN: dict[str, tuple[float, float]] = {"full": (22.0, 6.0), "lora": (30.0, 7.0), "qlora": (31.0, 8.5)}
+# With gradient checkpointing: the layer recomputed in the backward pass, with its gradients, per token.
+_ACT_GC: dict[str, tuple[float, float]] = {"full": (33.5, 18.0), "lora": (33.5, 18.0), "qlora": (30.0, 22.5)}
+# ftc's SFT trainer projects the LM head in tiles of up to 4096 tokens x 32768 vocabulary entries.
+_HEAD_TILE = (4096, 32768)
+_DTYPE_BYTES = {"float32": 4.0, "float": 4.0, "float16": 2.0, "half": 2.0, "bfloat16": 2.0, "float64": 8.0,
+                "F32": 4.0, "F16": 2.0, "BF16": 2.0, "F64": 8.0}
+_GATED_ACTS = ("silu", "swish", "swiglu", "geglu", "gelu_pytorch_tanh")
+# Activations that transformers computes in several elementwise ops, each keeping an ffn-wide tensor for
+# the backward pass (GPT-2's gelu_new): bytes per token, layer and ffn unit on top of _ACT / _ACT_GC.
+_UNFUSED_ACTS = ("gelu_new", "gelu_fast", "gelu_python", "gelu_python_tanh", "gelu_accurate", "gelu_10",
+                 "quick_gelu", "laplace", "mish", "relu2")
+_UNFUSED_EXTRA = 10.5
+DECLARED_VOCAB = 50_000  # vocabulary assumed when only `params` is known
 
 
 @dataclass(frozen=True)
@@ -37,6 +87,12 @@ class Shape:
     heads: int
     ffn: int
     source: str  # where the numbers come from
+    vocab: int = 0
+    tied: bool = True
+    kv_dim: int = 0  # width of the key and value projections (grouped-query attention); 0: hidden
+    gated: bool = True  # MLP with a gate projection (Llama-style, 3 matrices) or plain (2)
+    dtype_bytes: float | None = None  # bytes per weight as saved; None: unknown
+    unfused_act: bool = False  # an MLP activation computed in several elementwise ops (_UNFUSED_ACTS)
 
 
 @dataclass(frozen=True)
@@ -62,7 +118,26 @@ def _is_local(base: str) -> bool:
     return ":" not in base.split("/")[0] or base.startswith(("./", "/", "../"))
 
 
-def _from_config(cfg: dict[str, Any]) -> tuple[int, int, int, int, int, bool] | None:
+@dataclass(frozen=True)
+class _Dims:
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    vocab: int
+    tied: bool
+    kv_dim: int
+    gated: bool
+    dtype_bytes: float | None
+    unfused_act: bool
+
+    def params(self) -> float:
+        h, f = self.hidden, self.ffn
+        per_layer = 2 * h * h + 2 * h * self.kv_dim + (3 if self.gated else 2) * h * f
+        return float(self.layers * per_layer + self.vocab * h * (1 if self.tied else 2))
+
+
+def _from_config(cfg: dict[str, Any]) -> _Dims | None:
     def get(*names: str) -> Any:
         return next((cfg[n] for n in names if isinstance(cfg.get(n), int)), None)
 
@@ -74,11 +149,18 @@ def _from_config(cfg: dict[str, Any]) -> tuple[int, int, int, int, int, bool] | 
     ffn = get("intermediate_size", "n_inner", "ffn_dim", "d_ff") or 4 * hidden
     vocab = get("vocab_size") or 0
     tied = bool(cfg.get("tie_word_embeddings", True))
-    return hidden, layers, heads, ffn, vocab, tied
+    kv_heads = get("num_key_value_heads", "num_kv_heads", "n_head_kv") or (1 if cfg.get("multi_query") else heads)
+    head_dim = get("head_dim") or hidden // heads
+    act = str(cfg.get("hidden_act") or cfg.get("hidden_activation") or cfg.get("activation_function") or "")
+    gated = act in _GATED_ACTS or "gated" in str(cfg.get("feed_forward_proj", ""))
+    dtype = cfg.get("dtype") or cfg.get("torch_dtype")
+    return _Dims(hidden, layers, heads, ffn, vocab, tied, min(hidden, kv_heads * head_dim), gated,
+                 _DTYPE_BYTES.get(str(dtype).removeprefix("torch.")) if dtype else None, act in _UNFUSED_ACTS)
 
 
-def _safetensors_params(folder: Path) -> float | None:
-    total = 0.0
+def _safetensors(folder: Path) -> tuple[float, float | None] | None:
+    """Parameter count and bytes per weight of the first floating-point tensor, from the headers."""
+    total, first = 0.0, None
     files = sorted(folder.glob("*.safetensors"))
     for f in files:
         try:
@@ -90,7 +172,9 @@ def _safetensors_params(folder: Path) -> float | None:
         for name, meta in header.items():
             if name != "__metadata__":
                 total += math.prod(meta.get("shape", [])) if meta.get("shape") else 1
-    return total or None
+                if first is None:
+                    first = _DTYPE_BYTES.get(str(meta.get("dtype")))
+    return (total, first) if total else None
 
 
 def model_shape(model: s.Model, base_dir: Path) -> Shape | None:
@@ -102,17 +186,19 @@ def model_shape(model: s.Model, base_dir: Path) -> Shape | None:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else None
         except (OSError, ValueError):
             cfg = None
-        dims = _from_config(cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}) if cfg else None
-        if dims is not None:
-            hidden, layers, heads, ffn, vocab, tied = dims
-            counted = _safetensors_params(folder)
-            params = counted or (layers * (4 * hidden * hidden + 2 * hidden * ffn) + vocab * hidden * (1 if tied else 2))
-            return Shape(params, layers, hidden, heads, ffn, "safetensors" if counted else "config.json")
+        d = _from_config(cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}) if cfg else None
+        if d is not None:
+            counted = _safetensors(folder)
+            params = counted[0] if counted else d.params()
+            dtype = d.dtype_bytes or (counted[1] if counted else None)
+            return Shape(params, d.layers, d.hidden, d.heads, d.ffn, "safetensors" if counted else "config.json",
+                         d.vocab, d.tied, d.kv_dim, d.gated, dtype, d.unfused_act)
     if model.params is None:
         return None
     layers = max(1, round((model.params / (12 * 128 * 128)) ** (1 / 3)))
     hidden = max(64, 128 * layers)
-    return Shape(model.params, layers, hidden, max(1, hidden // 128), 4 * hidden, "declared params")
+    vocab = min(DECLARED_VOCAB, int(0.2 * model.params / hidden))
+    return Shape(model.params, layers, hidden, max(1, hidden // 128), 4 * hidden, "declared params", vocab)
 
 
 def _trainable(method: Any, shape: Shape) -> float:
@@ -121,7 +207,8 @@ def _trainable(method: Any, shape: Shape) -> float:
         return shape.params
     if method.kind in ("lora", "qlora"):
         if "all-linear" in method.targets:
-            per_layer = 4 * (2 * h) + 3 * (h + shape.ffn)
+            kv = shape.kv_dim or h
+            per_layer = 2 * (2 * h) + 2 * (h + kv) + (3 if shape.gated else 2) * (h + shape.ffn)
         else:
             per_layer = len(method.targets) * 2 * h
         return float(method.rank * per_layer * n_layers)
@@ -132,12 +219,36 @@ def _trainable(method: Any, shape: Shape) -> float:
     return float(method.prefix_length * n_layers * 2 * h)
 
 
-def _base_bytes(method: Any, model: s.Model, precision: str) -> float:
+def weight_bytes(shape: Shape) -> float:
+    """Bytes per weight as loaded: the saved dtype, else 2 from 1B parameters up and 4 below."""
+    if shape.dtype_bytes is not None:
+        return shape.dtype_bytes
+    return 2.0 if shape.params >= 1e9 else 4.0
+
+
+def _quant_bytes(method: Any, model: s.Model) -> float | None:
+    """Bytes per quantised linear weight, or None for a base that is not quantised."""
     if method.kind == "qlora" or model.quantize == "4bit":
-        return 0.52 if getattr(method, "double_quant", True) else 0.56
+        return 0.516 if getattr(method, "double_quant", True) else 0.5625
     if model.quantize == "8bit":
         return 1.0
-    return 4.0 if precision == "fp32" else 2.0
+    return None
+
+
+def _frozen_base(method: Any, model: s.Model, shape: Shape) -> tuple[float, bool]:
+    """Bytes of the frozen base, and whether its residual stream runs in fp32."""
+    w = weight_bytes(shape)
+    q = _quant_bytes(method, model)
+    if q is None:
+        return shape.params * w, w >= 4
+    embeddings = _embeddings(shape)
+    return (shape.params - embeddings) * q + embeddings * 4.0, True  # the rest upcast to fp32
+
+
+def _embeddings(shape: Shape) -> float:
+    """Parameters a quantiser leaves in floating point (and k-bit preparation upcasts to fp32): the
+    embeddings and an untied LM head; norms and biases are too small to count."""
+    return min(shape.params, float(shape.vocab * shape.hidden * (1 if shape.tied else 2)))
 
 
 def estimate(spec: s.Spec, shape: Shape, seq_len: int) -> Estimate:
@@ -146,35 +257,64 @@ def estimate(spec: s.Spec, shape: Shape, seq_len: int) -> Estimate:
     budget = spec.budget or s.Budget()
     assert method is not None and model is not None
     trainable = _trainable(method, shape)
-    mixed = tr.precision != "fp32"
+    w = weight_bytes(shape)
     if method.kind == "full":
-        weights = shape.params * (6.0 if mixed else 4.0)
-        grads = trainable * (2.0 if mixed else 4.0)
+        weights, fp32_stream, tb = shape.params * w, w >= 4, w
+        key = "full"
     else:
-        weights = shape.params * _base_bytes(method, model, tr.precision) + trainable * 4
-        grads = trainable * 4.0
-    opt_bytes = {"adamw": 8.0, "adamw_8bit": 2.0, "paged_adamw_8bit": 2.0, "sgd": 4.0}[tr.optimizer]
-    optimizer = trainable * opt_bytes
-    s_, b, h, a = seq_len, tr.batch_size, shape.hidden, shape.heads
-    if tr.gradient_checkpointing:
-        acts = 2.0 * s_ * b * h * shape.layers
+        weights, fp32_stream = _frozen_base(method, model, shape)
+        weights += trainable * 4.0
+        tb = 4.0  # adapter weights are fp32 (peft's autocast_adapter_dtype)
+        key = "qlora" if _quant_bytes(method, model) is not None else "lora"
+    grads = trainable * tb
+    if tr.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        states, step = trainable * 2.0, 0.0
+    elif tr.optimizer == "sgd":
+        states, step = trainable * tb, 0.0
     else:
-        acts = s_ * b * h * (34 + 5 * a * s_ / h) * shape.layers
-    acts *= 2.0 if tr.precision == "fp32" else 1.0
-    weights, grads, optimizer = _shard(budget, weights, grads, optimizer)
-    return Estimate(weights, grads, optimizer, acts, OVERHEAD, trainable, shape)
+        states, step = trainable * 2 * tb, trainable * tb
+    acts = _activations(key, shape, seq_len * tr.batch_size, tr.gradient_checkpointing,
+                        fp32_stream, tr.precision == "fp32" and w >= 4)
+    if model.task in ("generation", "extraction"):
+        acts += min(seq_len * tr.batch_size, _HEAD_TILE[0]) * min(shape.vocab, _HEAD_TILE[1]) * 2.0
+    if not tr.gradient_checkpointing:
+        if method.kind == "full" and model.task != "classification":
+            acts += shape.vocab * shape.hidden * 4.0  # the LM head's gradient, accumulated in fp32 first
+        if w >= 4 and tr.precision != "fp32" and key != "qlora":
+            acts += shape.params * 2.0  # autocast's 16-bit copies of fp32 weights, kept for the backward pass
+    weights, grads, states, step = _shard(budget, weights, grads, states, step)
+    beyond = max(0.0, acts - grads - step)  # gradients fill in while activations are freed
+    allocated = weights + states + max(acts, grads + step)
+    if key == "qlora":  # loading: the 16-bit embeddings are still there while their fp32 copies are made
+        beyond += max(0.0, weights + _embeddings(shape) * 2.0 - allocated)
+        allocated = max(allocated, weights + _embeddings(shape) * 2.0)
+    return Estimate(weights, grads, states + step, beyond, OVERHEAD + FRAGMENTATION * allocated, trainable, shape)
 
 
-def _shard(budget: s.Budget, w: float, g: float, o: float) -> tuple[float, float, float]:
+def _activations(key: str, shape: Shape, tokens: int, checkpointing: bool, fp32_stream: bool,
+                 fp32_all: bool) -> float:
+    h, f = shape.hidden, shape.ffn
+    scale = 2.0 if fp32_all else 1.0
+    extra = _UNFUSED_EXTRA if shape.unfused_act else 0.0
+    if checkpointing:
+        a_h, a_f = _ACT_GC[key]
+        per_token = (4.0 if fp32_stream else 2.0) * h * shape.layers + scale * (a_h * h + (a_f + extra) * f)
+    else:
+        a_h, a_f = (_ACT if shape.gated else _ACT_PLAIN)[key]
+        per_token = scale * (a_h * h + (a_f + extra) * f) * shape.layers
+    return tokens * per_token
+
+
+def _shard(budget: s.Budget, w: float, g: float, o: float, step: float) -> tuple[float, float, float, float]:
     n = budget.gpus * budget.nodes
     if n <= 1:
-        return w, g, o
+        return w, g, o, step
     stage = budget.deepspeed_stage if budget.strategy == "deepspeed" else None
     if budget.strategy == "fsdp":
         stage = {"full": 3, "hybrid": 3, "grad_op": 2}.get(budget.fsdp_sharding or "full", 3)
     if stage is None:
-        return w, g, o
-    return (w / n if stage >= 3 else w, g / n if stage >= 2 else g, o / n)
+        return w, g, o, step
+    return (w / n if stage >= 3 else w, g / n if stage >= 2 else g, o / n, step / n)
 
 
 def default_seq_len(spec: s.Spec) -> int:

@@ -595,6 +595,88 @@ class Budget(Node):
     max_time: float | None = key(t.quantity("time"), "wall-clock limit, e.g. 2h")
 
 
+# Tracking: optional mirroring of runs into MLflow (the embedded registry stays the source of truth)
+
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
+_URI_EXAMPLE = '`mlflow "sqlite:///mlruns.db"` (a local store, relative to the spec) or `mlflow "http://host:5000"`'
+
+
+def tracking_uri_problem(uri: str) -> tuple[str, str] | None:
+    """(message, help) when `uri` is not a tracking URI MLflow can open; None when it is."""
+    scheme, sep, rest = uri.partition(":")
+    base = scheme.split("+", 1)[0].lower()
+    if not sep or not scheme or len(scheme) == 1:  # no scheme, or a Windows drive letter
+        return f"`{uri}` is not a tracking URI (it has no scheme)", f"write {_URI_EXAMPLE}"
+    if base not in TRACKING_SCHEMES:
+        return (f"`{scheme}:` is not a tracking store MLflow knows",
+                f"{t.suggest(base, TRACKING_SCHEMES)}MLflow stores: {', '.join(TRACKING_SCHEMES)}; "
+                + 'e.g. `mlflow "sqlite:///mlruns.db"`')
+    if base == "sqlite" and not rest.startswith("///"):
+        return f"`{uri}` is not a SQLite URI", 'write `"sqlite:///mlruns.db"` (three slashes, then the path)'
+    if base in ("http", "https") and not rest.startswith("//"):
+        return f"`{uri}` is not an HTTP URI", 'write `"http://host:5000"`'
+    return None
+
+
+def sig_tracking_uri(args: t.Args, key_span: Span, key: str) -> t.Parsed:
+    v = t._need(args, key_span, key, "a tracking URI")
+    if not isinstance(v, ast.Str):
+        raise t._wrong(v, key, "a tracking URI in double quotes", '`mlflow "sqlite:///mlruns.db"`')
+    problem = tracking_uri_problem(v.value)
+    if problem is not None:
+        raise t.SigError(make("FT013", problem[0], v.span, help=problem[1]))
+    return t.Parsed(v.value, 1, v.span)
+
+
+def _registry_name(v: ast.Value, key: str, what: str, example: str) -> str:
+    if not isinstance(v, ast.Str):
+        raise t._wrong(v, key, what, example)
+    if not v.value.strip():
+        raise t.SigError(make("FT013", f"`{key}` is an empty name", v.span, help=f"write {example}"))
+    return v.value
+
+
+def sig_register(args: t.Args, key_span: Span, key: str) -> t.Parsed:
+    """`register "name"` (the registered model), `register true` (the spec's name) or `register false`."""
+    v = t._need(args, key_span, key, "a registered model name, `true` or `false`")
+    if isinstance(v, ast.Name) and v.text in ("true", "false"):
+        return t.Parsed(v.text == "true", 1, v.span)
+    name = _registry_name(v, key, "a registered model name, `true` or `false`", '`register "ticket-triage"`')
+    bad = [c for c in "/:" if c in name]
+    if bad:
+        raise t.SigError(make("FT013", f"a registered model name cannot contain `{bad[0]}`: `{name}`", v.span,
+                              help='use letters, digits, `-`, `_` and `.`, e.g. `register "ticket-triage"`'))
+    return t.Parsed(name, 1, v.span)
+
+
+def sig_alias(args: t.Args, key_span: Span, key: str) -> t.Parsed:
+    v = t._need(args, key_span, key, "an alias name")
+    example = '`alias "champion"`'
+    alias = _registry_name(v, key, "an alias name in double quotes", example)
+    if not all(c.isalnum() or c in "_-" for c in alias) or not alias.isascii():
+        raise t.SigError(make("FT013", f"`{alias}` is not a valid alias", v.span,
+                              help=f"an alias holds only letters, digits, `_` and `-`: write {example}"))
+    if alias.lower() == "latest" or (alias[0] in "vV" and alias[1:].isdigit()):
+        raise t.SigError(make("FT013", f"`{alias}` is reserved by MLflow (`latest` and `v1`, `v2`, ...)", v.span,
+                              help=f"choose another name: write {example}"))
+    return t.Parsed(alias, 1, v.span)
+
+
+@record
+class Tracking(Node):
+    """Mirror each run into MLflow: params, metrics, artifacts, and for a promoted run a registered
+    model version with an alias. The embedded registry (`.ftc/`) stays the source of truth."""
+
+    mlflow: str | None = key(sig_tracking_uri, 'MLflow tracking URI: "sqlite:///mlruns.db" (a relative path is '
+                             'relative to the spec) or "http://host:5000"', required=True)
+    experiment: str | None = key(t.string('"ticket-triage"'), "MLflow experiment (the spec's name when not given)")
+    register: str | bool = key(sig_register, "registered model for promoted runs: a name, `true` (the spec's "
+                               "name) or `false`", True)
+    alias: str = key(sig_alias, "alias that points at the newest promoted version", "champion")
+    artifacts: str | None = key(t.string('"mlartifacts"'),
+                                "where a new experiment keeps its artifacts (local stores: beside the database)")
+
+
 @record
 class Spec(Node):
     """One fine-tuning experiment."""
@@ -608,6 +690,7 @@ class Spec(Node):
     train: Train | None = sub(Train, "training settings")
     eval: Eval | None = sub(Eval, "metrics and gates", required=True)
     budget: Budget | None = sub(Budget, "resources")
+    tracking: Tracking | None = sub(Tracking, 'optional MLflow tracking: `tracking { mlflow "sqlite:///mlruns.db" }`')
 
 
 def schema_fields(cls: type) -> dict[str, Any]:

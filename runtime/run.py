@@ -3,7 +3,12 @@
 Exit codes: 0 the run completed and its gates passed (model promoted); 1 the spec is refused by
 `ftc check`, or a reviewed plan no longer matches its spec/data; 2 usage; 3 internal error;
 4 the run completed but a gate failed (model not promoted); 5 the run failed or was interrupted
-(resume with `ftc run --resume`).
+(Ctrl-C or SIGTERM; resume with `ftc run --resume`); 6 the registry cannot be used (damaged,
+locked longer than FTC_REGISTRY_TIMEOUT, not writable): nothing was recorded.
+
+On finish the final model (and the merged one, if any) moves into the content-addressed store
+(runtime/store.py) and the record points there; a copy of the record is kept in the run folder
+(record.json).
 """
 
 from __future__ import annotations
@@ -88,6 +93,8 @@ def new_run_id(name: str) -> str:
 def lineage(plan: Plan, checked: Any) -> dict[str, Any]:
     import importlib.metadata as md
 
+    from ftc.runtime.registry import current_user
+
     versions: dict[str, str | None] = {}
     for pkg in ("torch", "transformers", "peft", "trl", "bitsandbytes", "timm", "open-clip-torch", "datasets"):
         try:
@@ -95,13 +102,22 @@ def lineage(plan: Plan, checked: Any) -> dict[str, Any]:
         except md.PackageNotFoundError:
             versions[pkg] = None
     train = checked.spec.train
-    spec_text = Path(plan.spec["path"]).read_text(encoding="utf-8", errors="replace")
+    spec_path = Path(plan.spec["path"])
+    spec_text = spec_path.read_text(encoding="utf-8", errors="replace")
+    sources: dict[str, str] = {}
+    for name in plan.spec.get("files") or [plan.spec["path"]]:
+        try:
+            sources[name] = Path(name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            pass
     return {"ftc_version": __version__, "plan_hash": plan.hash, "spec": plan.spec, "spec_text": spec_text,
-            "base": plan.base,
+            "spec_sources": sources, "base": plan.base,
             "data": plan.data, "method": plan.node("model.attach").params, "seed": train.seed if train else None,
+            "training": {n.id: n.params for n in plan.nodes if n.kind.startswith("train")},
             "versions": versions, "python": platform.python_version(),
-            "hardware": {"machine": platform.machine(), "processor": platform.processor() or None},
-            "git_commit": _git_commit(Path(plan.spec["path"]).parent), "user": os.environ.get("USER"),
+            "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
+                         "host": platform.node() or None},
+            "git_commit": _git_commit(spec_path.parent), "user": current_user(),
             "waivers": list(plan.waivers)}
 
 
@@ -117,7 +133,16 @@ def _git_commit(folder: Path) -> str | None:
 
 
 def find_resumable(registry: Any, name: str) -> dict[str, Any] | None:
-    runs = [r for r in registry.runs(name) if r["status"] in ("interrupted", "failed", "running")]
+    """The last interrupted or failed run of a spec, or a `running` one whose process is gone
+    (never one that another `ftc run` on this machine is still executing)."""
+    from ftc.runtime.retention import alive
+
+    def resumable(r: dict[str, Any]) -> bool:
+        if r["status"] == "running":
+            return "pid" not in r["record"] or not alive(r["record"])
+        return r["status"] in ("interrupted", "failed")
+
+    runs = [r for r in registry.runs(name) if resumable(r)]
     return runs[-1] if runs else None
 
 
@@ -150,11 +175,12 @@ def plan_mismatch(reviewed: Plan, current: Plan) -> list[str]:
 
 
 def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: int | None = None,
-        device: str = "cpu", out: Any = None) -> Outcome:
+        device: str = "cpu", out: Any = None, mlflow: str | None = None) -> Outcome:
     from ftc.compiler.check import CheckOptions, check_file, with_rows
     from ftc.compiler.plan import build_plan
-    from ftc.runtime.executor import LocalExecutor, RunState, execute, sha256_tree
+    from ftc.runtime.executor import LocalExecutor, RunState, execute
     from ftc.runtime.registry import Registry
+    from ftc.runtime.store import Store
 
     out = out or sys.stdout
     reviewed: Plan | None = None
@@ -166,6 +192,12 @@ def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: 
     if not result.ok or result.checked is None:
         return Outcome("refused", "", Path("."), EXIT_REFUSED, "the spec is refused by `ftc check`")
     checked = with_rows(result.checked)
+    from ftc.runtime.tracking import TrackingError, settings_for_run
+
+    try:
+        tracking = settings_for_run(checked, mlflow)
+    except TrackingError as err:
+        return Outcome("refused", "", Path("."), EXIT_REFUSED, f"{err.message}; {err.hint}")
     plan = build_plan(checked, tuple({"code": w.code, "reason": w.reason} for w in result.waivers))
     if reviewed is not None:
         changed = plan_mismatch(reviewed, plan)
@@ -175,6 +207,8 @@ def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: 
     if dry_run:
         return _dry_run(plan, checked, out)
     registry = Registry()
+    store = Store(registry.root)
+    options = {"max_steps": max_steps, "device": device, "resume": resume}
     if resume:
         prev = find_resumable(registry, checked.name)
         if prev is None:
@@ -184,51 +218,176 @@ def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: 
             return Outcome("refused", prev["id"], Path(prev["record"]["run_dir"]), EXIT_REFUSED,
                            f"cannot resume {prev['id']}: {'; '.join(plan_mismatch(old, plan))} since it started")
         run_id, run_dir = prev["id"], Path(prev["record"]["run_dir"])
+        record = {**lineage(plan, checked), "run_id": run_id, "run_dir": str(run_dir), "options": options,
+                  "pid": os.getpid(), "resumed": int(prev["record"].get("resumed", 0)) + 1}
         registry.mark(run_id, "running")
+        registry.update_record(run_id, lambda _old: record)  # this process now owns the run (gc checks its pid)
     else:
         run_id = new_run_id(checked.name)
         run_dir = registry.root / "runs" / run_id
-        run_dir.mkdir(parents=True)
-        (run_dir / "plan.json").write_text(plan.to_json(), encoding="utf-8")
-    record = {**lineage(plan, checked), "run_id": run_id, "run_dir": str(run_dir)}
-    if not resume:
-        registry.start(run_id, checked.name, plan.hash, record)
+        record = {**lineage(plan, checked), "run_id": run_id, "run_dir": str(run_dir), "options": options,
+                  "pid": os.getpid()}
+        with store.lock(exclusive=False):  # `ftc gc` never sees this folder without its record
+            run_dir.mkdir(parents=True)
+            try:
+                (run_dir / "plan.json").write_text(plan.to_json(), encoding="utf-8")
+                registry.start(run_id, checked.name, plan.hash, record)
+            except BaseException:  # a locked or damaged registry: leave nothing behind
+                import shutil
+
+                shutil.rmtree(run_dir, ignore_errors=True)
+                raise
     total = sum(int(n.estimate.get("steps") or 0) for n in plan.nodes if n.kind.startswith("train"))
     progress = Progress(run_dir, max_steps or total)
     state = RunState(plan, checked, run_dir, progress, resume=resume, max_steps=max_steps, device=device)
     executor = LocalExecutor()
     print(f"run {run_id}: {checked.name}, plan {plan.hash[:12]}", file=out)
     try:
-        execute(plan, state, executor)
-    except KeyboardInterrupt:
-        registry.finish(run_id, "interrupted", {**record, "history": progress.history[-50:]})
+        with _sigterm_as_interrupt():
+            execute(plan, state, executor)
+    except KeyboardInterrupt as stop:
+        how = str(stop) if str(stop) == "SIGTERM" else "SIGINT"
+        with _sigterm_ignored():
+            _finish(registry, store, run_dir, run_id, "interrupted",
+                    {**record, "interrupted_by": how, "history": progress.history[-50:]})
+            _mirror(registry, run_id, tracking)
         progress.close()
-        return Outcome("interrupted", run_id, run_dir, EXIT_FAILED, "interrupted: continue with `ftc run --resume`")
+        return Outcome("interrupted", run_id, run_dir, EXIT_FAILED,
+                       f"interrupted ({how}): continue with `ftc run {spec_path} --resume`")
     except Exception as err:  # noqa: BLE001 (a failed run is recorded, with its error, not lost)
         import traceback
 
         (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-        registry.finish(run_id, "failed", {**record, "error": f"{type(err).__name__}: {err}"})
+        _finish(registry, store, run_dir, run_id, "failed", {**record, "error": f"{type(err).__name__}: {err}"})
+        _mirror(registry, run_id, tracking)
         progress.close()
         return Outcome("failed", run_id, run_dir, EXIT_FAILED,
                        f"the run failed: {type(err).__name__}: {err} (details in {run_dir / 'error.txt'})")
     progress.close()
     passed = bool(state.gates) and all(g.passed for g in state.gates)
     final = state.train.get("train.policy") or state.train.get("train")
-    artifact = {"path": str(final.model_dir), "kind": final.kind, "sha256": sha256_tree(final.model_dir),
-                "merged": str(final.merged_dir) if final.merged_dir else None} if final else None
     status = "promoted" if passed else "rejected"
-    record.update({"artifact": artifact, "status": status,
+    record.update({"status": status,
                    "gates": [g.__dict__ for g in state.gates],
                    "metrics": {k: getattr(v, "metrics", v) for k, v in state.results.items()},
                    "slices": {k: v.slices for k, v in state.results.items() if hasattr(v, "slices")},
                    "extra": {k: v.extra for k, v in state.results.items() if getattr(v, "extra", None)},
                    "history": [e for e in progress.history if e.get("event") in ("step", "eval")]})
-    registry.finish(run_id, status, record)
+    with _sigterm_ignored():  # storing and recording the outcome takes seconds: let it complete
+        artifact = _finish(registry, store, run_dir, run_id, status, record, final=final)
+    _mirror(registry, run_id, tracking)
     print(_verdict_table(state), file=out)
     verdict = (f"gates passed: model promoted as the active `{checked.name}` ({artifact['path'] if artifact else ''})"
                if passed else "gates failed: model NOT promoted")
     return Outcome(status, run_id, run_dir, EXIT_PROMOTED if passed else EXIT_GATES, verdict)
+
+
+def _mirror(registry: Any, run_id: str, tracking: Any) -> None:
+    """Mirror the finished record into MLflow when the spec or `--mlflow` asks (a view of the registry,
+    which stays the source of truth: any MLflow failure is one warning on stderr)."""
+    if tracking is None:
+        return
+    from ftc.runtime.tracking import log_run, redact_uri
+
+    row = registry.get(run_id)
+    mlflow_id = log_run(row, tracking) if row else None
+    if mlflow_id:
+        registry.update_record(run_id, lambda r: {**r, "mlflow": {"uri": redact_uri(tracking.uri),
+                                                                  "run_id": mlflow_id}})
+
+
+def _store_artifact(store: Any, final: Any) -> dict[str, Any]:
+    """Move the final model (and the merged one) into the content-addressed store."""
+    from ftc.runtime.store import tree_digest
+
+    artifact: dict[str, Any] = {"kind": final.kind, "source": str(final.model_dir)}
+    for key, folder in (("path", final.model_dir), ("merged", final.merged_dir)):
+        digest_key = "sha256" if key == "path" else "merged_sha256"
+        if folder is None:
+            artifact[key], artifact[digest_key] = None, None
+            continue
+        digest = None
+        try:
+            digest = tree_digest(Path(folder))
+            where, digest, new = store.put(Path(folder), digest)
+        except OSError as err:  # the model stays usable where training left it
+            artifact[key], artifact[digest_key] = str(folder), digest
+            artifact["store_error"] = f"{type(err).__name__}: {err}"
+            continue
+        artifact[key], artifact[digest_key] = str(where), digest
+        artifact["stored_new" if key == "path" else "merged_stored_new"] = new
+    artifact["store"] = "store_error" not in artifact
+    return artifact
+
+
+def _finish(registry: Any, store: Any, run_dir: Path, run_id: str, status: str, record: dict[str, Any],
+            final: Any = None) -> dict[str, Any] | None:
+    """Store the artifact and record the outcome under the store's shared lock (gc waits), and
+    keep a copy of the record beside the run (record.json) in case the registry cannot take it."""
+    from ftc.runtime.registry import RegistryError
+
+    artifact = None
+    try:
+        with store.lock(exclusive=False, wait=max(300.0, registry.timeout)):
+            if final is not None:
+                artifact = _store_artifact(store, final)
+                record["artifact"] = artifact
+            _write_record(run_dir, {**record, "status": status})
+            registry.finish(run_id, status, record)
+    except RegistryError as err:
+        _write_record(run_dir, {**record, "status": status})
+        raise RegistryError(f"{err.message} (the outcome of run {run_id}, {status}, is kept in "
+                            f"{run_dir / 'record.json'})", err.hint) from err
+    return artifact
+
+
+def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    tmp = run_dir / ".record.json.tmp"
+    try:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str), encoding="utf-8")
+        os.replace(tmp, run_dir / "record.json")
+    except OSError:
+        pass
+
+
+class _sigterm_as_interrupt:
+    """SIGTERM (a scheduler, `kill`, a container stop) ends the run like Ctrl-C: recorded as
+    interrupted, resumable. Only in the main thread (signal handlers cannot be set elsewhere)."""
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self.old: Any = None
+        if threading.current_thread() is threading.main_thread():
+            def stop(signum: int, frame: Any) -> None:
+                raise KeyboardInterrupt("SIGTERM")
+
+            self.old = signal.signal(signal.SIGTERM, stop)
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+
+
+class _sigterm_ignored:
+    """While the outcome is being recorded, a second SIGTERM does not cut the record short."""
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self.old: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
 
 
 def _dry_run(plan: Plan, checked: Any, out: Any) -> Outcome:

@@ -28,6 +28,9 @@ def cache_dir() -> Path | None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a temporary file in the same folder, then os.replace, so a
+    concurrent reader (another `ftc` process) sees the old bytes or the new ones, never a part."""
+    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -35,7 +38,12 @@ def _atomic_write(path: Path, text: str) -> None:
             fh.write(text)
         os.replace(tmp, path)
     except OSError:
-        pass  # a cache that cannot be written is only slower
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        # a cache that cannot be written is only slower
 
 
 def _read_json(path: Path) -> Any:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.runtime.api import TrainContext
+from ftc.runtime.api import TrainContext, TrainResult
 from ftc.runtime.backends.hf import Emit, device_of, is_classification, task_of
 from ftc.runtime.backends.loading import (
     base_dir,
@@ -22,9 +23,20 @@ from ftc.runtime.backends.loading import (
     load_base,
     load_tokenizer,
     model_class,
+    quantization_config,
 )
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+@dataclass
+class Fitted:
+    """A finished training run that keeps its model in memory (tests compare it with the artifact)."""
+
+    result: TrainResult
+    model: Any = None
+    tokenizer: Any = None
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _artifact_info(ctx: TrainContext, kind: str, task: str) -> dict[str, Any]:
@@ -34,8 +46,12 @@ def _artifact_info(ctx: TrainContext, kind: str, task: str) -> dict[str, Any]:
     if is_classification(task):
         info["labels"] = labels_of(ctx)
     cls = "AutoModelForSequenceClassification" if is_classification(task) else "AutoModelForCausalLM"
+    q = quantization_config(ctx, None, task) if kind in ("adapter", "adapters") else None
+    if q is not None:  # the base the adapter was trained over: load it the same way
+        info["quantization"] = q.to_dict()
     if kind == "adapter":
         extra = ", num_labels=len(labels), id2label=dict(enumerate(labels))" if is_classification(task) else ""
+        extra += ", quantization_config=BitsAndBytesConfig.from_dict(quantization)" if q is not None else ""
         info["load"] = f"PeftModel.from_pretrained({cls}.from_pretrained(base_model{extra}), this_folder)"
     elif kind == "adapters":
         info["load"] = "ftc.runtime.backends.bottleneck.load_adapters(base, this_folder)  # see ftc_adapters.json"

@@ -137,8 +137,9 @@ def prepare(model: nn.Module, bottleneck: int, placement: str, dropout: float, *
     for n, p in model.named_parameters():
         if f".{ATTR}." in n or n in heads:
             p.requires_grad_(True)
-    model.ftc_adapters = {"bottleneck": bottleneck, "placement": placement, "dropout": dropout,  # type: ignore[assignment]
-                          "targets": names, "head": sorted(heads)}
+    info = {"bottleneck": bottleneck, "placement": placement, "dropout": dropout, "targets": names,
+            "head": sorted(heads)}
+    model.ftc_adapters = info  # type: ignore[assignment]
     return names
 
 
@@ -176,5 +177,6 @@ def load_adapters(model: nn.Module, folder: Path) -> nn.Module:
     missing = [k for k in result.missing_keys if f".{ATTR}." in k]
     if missing:
         raise ValueError(f"adapter weights missing from {folder}: {missing[:5]}")
-    model.ftc_adapters = {k: config[k] for k in ("bottleneck", "placement", "dropout", "targets", "head")}  # type: ignore[assignment]
+    info = {k: config[k] for k in ("bottleneck", "placement", "dropout", "targets", "head")}
+    model.ftc_adapters = info  # type: ignore[assignment]
     return model

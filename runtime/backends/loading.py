@@ -83,6 +83,15 @@ def quantization_config(ctx: TrainContext, quantize: str | None, task: str) -> A
     )
 
 
+def virtual_positions(ctx: TrainContext) -> int:
+    """Positions that prompt or prefix tuning takes before the text (the virtual tokens, or the
+    prefix's key/value length, which shifts the text's position ids): less room for the text."""
+    m = ctx.spec.method
+    if m is None:
+        return 0
+    return int(m.virtual_tokens if m.kind == "prompt_tuning" else m.prefix_length if m.kind == "prefix_tuning" else 0)
+
+
 def is_quantized(model: Any) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
 

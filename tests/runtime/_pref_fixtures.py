@@ -151,11 +151,11 @@ def context(root: Path, text: str, events: list[dict[str, Any]], *, max_steps: i
                         stage_parts=report.stages.get("reward", {}), max_steps=max_steps)
 
 
-def fresh(root: Path, name: str) -> Path:
+def fresh(root: Path, name: str, items: tuple[str, ...] = ("data.jsonl", "model")) -> Path:
     """A new run folder beside the shared data and model (symlinked), so runs stay independent."""
     out = root / name
     out.mkdir(exist_ok=True)
-    for item in ("data.jsonl", "model"):
-        if not (out / item).exists():
+    for item in items:
+        if (root / item).exists() and not os.path.lexists(out / item):
             (out / item).symlink_to(root / item)
     return out

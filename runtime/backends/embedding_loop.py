@@ -1,0 +1,326 @@
+"""The contrastive training loop: encoding, the InfoNCE loss, optimizer steps, checkpoints, resume.
+
+Encoding: the encoder's last hidden state, mean-pooled over the attention mask, L2-normalised
+(prompt tuning prepends virtual tokens to the hidden states: only the text's positions are
+pooled). The loss is InfoNCE: for a batch of B anchors the candidates are the B positives (and,
+with a `negative` field, the B hard negatives); each anchor's own positive is its target, every
+other candidate a negative; logits are cosine similarities over the signal's temperature
+(sentence-transformers' MultipleNegativesRankingLoss, written out rather than adding that package).
+
+Checkpoints (run_dir/checkpoints/checkpoint-N) hold the trainable weights (safetensors),
+optimizer and scheduler state and state.json; each is written under .staging and moved into place
+with its COMPLETE marker (runtime/checkpoints.py), so resume never reads a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftc.compiler import schema as s
+from ftc.runtime import checkpoints
+from ftc.runtime.api import TrainContext
+from ftc.runtime.backends import text
+from ftc.runtime.backends.loading import virtual_positions
+
+Triple = tuple[str, str, str | None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding and the loss
+
+
+def mean_pool(hidden: Any, mask: Any) -> Any:
+    hidden = hidden[:, -mask.shape[1]:]  # prompt tuning: virtual tokens come first
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+def device_of(model: Any) -> Any:
+    return next(model.parameters()).device
+
+
+def embed(model: Any, tok: Any, texts: list[str], max_length: int) -> Any:
+    """Normalised mean-pooled embeddings (with gradients when the model trains)."""
+    import torch.nn.functional as F
+
+    enc = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    enc = {k: v.to(device_of(model)) for k, v in enc.items()}
+    return F.normalize(mean_pool(model(**enc).last_hidden_state, enc["attention_mask"]).float(), dim=-1)
+
+
+def encode(model: Any, tok: Any, texts: list[str], max_length: int, batch: int = 64) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return torch.cat([embed(model, tok, texts[i:i + batch], max_length) for i in range(0, len(texts), batch)])
+
+
+def info_nce(anchors: Any, positives: Any, negatives: Any | None, temperature: float) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    candidates = positives if negatives is None else torch.cat([positives, negatives], 0)
+    logits = anchors @ candidates.T / temperature
+    return F.cross_entropy(logits, torch.arange(anchors.shape[0], device=anchors.device))
+
+
+def batch_loss(model: Any, tok: Any, batch: list[Triple], temperature: float, max_length: int) -> Any:
+    a = embed(model, tok, [t[0] for t in batch], max_length)
+    p = embed(model, tok, [t[1] for t in batch], max_length)
+    n = embed(model, tok, [t[2] or "" for t in batch], max_length) if batch[0][2] is not None else None
+    return info_nce(a, p, n, temperature)
+
+
+def triples(ctx: TrainContext, split: str) -> list[Triple]:
+    part = ctx.parts.get(split)
+    return triples_of(ctx, part.rows if part is not None else [])
+
+
+def triples_of(ctx: TrainContext, rows: list[dict[str, Any]]) -> list[Triple]:
+    """(anchor, positive, negative or None) of the rows that have every field the signal names."""
+    sig = ctx.spec.signal
+    return [(str(r[sig.anchor]), str(r[sig.positive]), str(r[sig.negative]) if sig.negative else None)
+            for r in rows if r.get(sig.anchor) is not None and r.get(sig.positive) is not None
+            and (not sig.negative or r.get(sig.negative) is not None)]
+
+
+def batches(items: list[Any], order: list[int], size: int) -> list[list[Any]]:
+    out = [[items[i] for i in order[j:j + size]] for j in range(0, len(order), size)]
+    return [b for b in out if len(b) > 1]  # a single row has no in-batch negative
+
+
+def total_steps(ctx: TrainContext, n: int) -> int:
+    """Optimizer steps: the spec's `steps`, else epochs × steps per epoch (batches of one row are
+    skipped), capped by ctx.max_steps."""
+    tr = text.train_block(ctx)
+    n_batches = n // tr.batch_size + (1 if n % tr.batch_size > 1 else 0)
+    planned = tr.steps or max(1, math.ceil(n_batches / tr.grad_accum)) * (tr.epochs or 1)
+    return min(planned, ctx.max_steps) if ctx.max_steps else planned
+
+
+def max_len(ctx: TrainContext, model: Any) -> int:
+    """Tokens per text: the spec's max_length, within the positions the method leaves free."""
+    data = ctx.spec.data
+    limit = int(getattr(model.config, "max_position_embeddings", None) or 512) - virtual_positions(ctx)
+    return min(limit, data.max_length.tokens) if data is not None and data.max_length is not None else limit
+
+
+def split_loss(model: Any, tok: Any, items: list[Triple], batch: int, temperature: float, max_length: int) -> float:
+    import torch
+
+    groups = batches(items, list(range(len(items))), batch)
+    if not groups:
+        return math.nan
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        losses = [float(batch_loss(model, tok, b, temperature, max_length)) for b in groups]
+    model.train(was_training)
+    return sum(losses) / len(losses)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+@dataclass
+class State:
+    step: int = 0
+    epoch: int = 0
+    micro: int = 0  # micro-batches of `epoch` consumed
+    best: float | None = None
+    bad_evals: int = 0
+    best_checkpoint: str | None = None
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _save_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, state: State,
+                     keep: int | None) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    name = f"checkpoint-{state.step}"
+    staging = folder / checkpoints.STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    tmp = staging / name
+    tmp.mkdir(parents=True)
+    weights = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(weights, str(tmp / "trainable.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(asdict(state), default=str), encoding="utf-8")
+    (tmp / checkpoints.COMPLETE).write_text(json.dumps({"step": state.step}) + "\n", encoding="utf-8")
+    final = folder / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    shutil.rmtree(staging, ignore_errors=True)
+    checkpoints.rotate(folder, keep if keep is not None else 1, state.best_checkpoint)
+    return final
+
+
+def load_weights(model: Any, checkpoint: Path) -> None:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(checkpoint / "trainable.safetensors")), strict=False)
+
+
+def _resume(last: Path, model: Any, optimizer: Any, scheduler: Any) -> State:
+    import torch
+
+    load_weights(model, last)
+    saved = torch.load(last / "optimizer.pt", map_location=device_of(model), weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    return State(**json.loads((last / "state.json").read_text(encoding="utf-8")))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def _optimizer(params: list[Any], tr: s.Train) -> Any:
+    import torch
+
+    if tr.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=tr.learning_rate, momentum=0.9, weight_decay=tr.weight_decay)
+    return torch.optim.AdamW(params, lr=tr.learning_rate, weight_decay=tr.weight_decay)
+
+
+def _scheduler(optimizer: Any, tr: s.Train, total: int) -> Any:
+    from transformers import get_scheduler
+
+    name = ("constant_with_warmup" if tr.warmup else "constant") if tr.schedule == "constant" else tr.schedule
+    return get_scheduler(name, optimizer, num_warmup_steps=math.ceil(total * tr.warmup), num_training_steps=total)
+
+
+def _permutation(n: int, seed: int, epoch: int) -> Any:
+    import torch
+
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+
+
+class Loop:
+    """Optimizer steps over shuffled micro-batches; at each epoch end (or every `checkpoints every
+    N steps`): validation loss (with early stopping) and a checkpoint."""
+
+    def __init__(self, ctx: TrainContext, model: Any, tok: Any, rec: text.Recorder) -> None:
+        import torch
+
+        self.ctx, self.model, self.tok, self.rec = ctx, model, tok, rec
+        self.tr = tr = text.train_block(ctx)
+        self.temperature = float(ctx.spec.signal.temperature)
+        self.items, self.val = triples(ctx, "train"), triples(ctx, "val")
+        self.max_length = max_len(ctx, model)
+        self.total = total_steps(ctx, len(self.items))
+        self.optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], tr)
+        self.scheduler = _scheduler(self.optimizer, tr, self.total)
+        self.folder = ctx.run_dir / "checkpoints"
+        self.every = tr.checkpoints.every if tr.checkpoints is not None else None
+        self.keep = tr.checkpoints.keep if tr.checkpoints is not None else None
+        precision = text.resolve_precision(ctx, rec)
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.state = State()
+        self.saved_at = -1
+
+    def run(self) -> State:
+        last = text.resume_checkpoint(self.ctx, self.rec)
+        if last is not None:
+            self.state = _resume(Path(last), self.model, self.optimizer, self.scheduler)
+            self.rec.history[:0] = self.state.history  # the events before the resume, then ours
+            self.state.history = self.rec.history
+            self.saved_at = self.state.step
+        self.state.history = self.rec.history
+        self.model.train()
+        while self.state.step < self.total and not self.state.stopped_early:
+            order = [int(i) for i in _permutation(len(self.items), self.tr.seed, self.state.epoch)]
+            groups = batches(self.items, order, self.tr.batch_size)
+            if not groups:
+                raise ValueError(f"in-batch negatives need batches of 2 rows or more: {len(self.items)} "
+                                 f"training rows, batch_size {self.tr.batch_size}")
+            self._epoch(groups)
+            if self.state.step >= self.total or self.state.stopped_early:
+                break
+            self.state.epoch, self.state.micro = self.state.epoch + 1, 0
+            if self.every is None:
+                self._checkpoint()
+        if self.saved_at != self.state.step:
+            self._checkpoint()
+        return self.state
+
+    def _epoch(self, groups: list[list[Triple]]) -> None:
+        accum = self.tr.grad_accum
+        for i in range(self.state.micro, len(groups), accum):
+            start = time.perf_counter()
+            group = groups[i:i + accum]
+            loss = self._step(group)
+            self.state.step += 1
+            self.state.micro = i + len(group)
+            seconds = max(time.perf_counter() - start, 1e-9)
+            self._log(loss, sum(len(b) for b in group) / seconds)
+            if self.every is not None and self.state.step % self.every == 0:
+                self._checkpoint()
+            if self.state.step >= self.total or self.state.stopped_early:
+                return
+
+    def _step(self, group: list[list[Triple]]) -> float:
+        import contextlib
+
+        import torch
+
+        total = 0.0
+        for batch in group:
+            cast = (torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None
+                    else contextlib.nullcontext())
+            with cast:
+                loss = batch_loss(self.model, self.tok, batch, self.temperature, self.max_length) / len(group)
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            total += float(loss.detach())
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        clip = self.tr.max_grad_norm if self.tr.max_grad_norm > 0 else math.inf
+        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def _log(self, loss: float, samples_per_s: float) -> None:
+        from ftc.runtime.backends.monitor import gpu_mb, rss_mb
+
+        event: dict[str, Any] = {"event": "step", "step": self.state.step, "epoch": self.state.epoch,
+                                 "loss": loss, "lr": float(self.scheduler.get_last_lr()[0]),
+                                 "grad_norm": self.grad_norm, "samples_per_s": samples_per_s,
+                                 "rss_mb": round(rss_mb(), 1)}
+        gpu = gpu_mb()
+        if gpu is not None:
+            event["gpu_mb"] = round(gpu, 1)
+        self.rec(event)
+
+    def _checkpoint(self) -> None:
+        es = self.tr.early_stopping
+        if self.val:
+            loss = split_loss(self.model, self.tok, self.val, self.tr.batch_size, self.temperature, self.max_length)
+            self.rec({"event": "eval", "step": self.state.step, "split": "val", "loss": loss})
+            if es is not None and not math.isnan(loss):
+                if self.state.best is None or loss < self.state.best - es.min_delta:
+                    self.state.best, self.state.bad_evals = loss, 0
+                    self.state.best_checkpoint = str(self.folder / f"checkpoint-{self.state.step}")
+                else:
+                    self.state.bad_evals += 1
+                    self.state.stopped_early = self.state.bad_evals >= es.patience
+        _save_checkpoint(self.folder, self.model, self.optimizer, self.scheduler, self.state, self.keep)
+        self.saved_at = self.state.step
