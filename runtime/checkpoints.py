@@ -7,6 +7,14 @@ written into `<output_dir>/.staging/checkpoint-N/`, finished with a `COMPLETE` m
 into place with one `os.replace` (atomic on one filesystem). Resume only considers folders with
 the marker, so a checkpoint from before this scheme or a half-copied one is ignored.
 
+Finishing a checkpoint (`finish`: the marker, an fsync of each file and of the folder, the move,
+retention) runs on a background thread while training goes on: the files are already written and
+closed, so the thread only makes them durable and moves them, and fsync waits on the disk, not the
+CPU. At most one finish is in flight; the next checkpoint, the end of training (before the best
+checkpoint is loaded and transformers' own clean-up), and any exception leaving `train()` wait for
+it, and an error it met is raised there. A kill while it runs leaves the checkpoint in `.staging`
+(or, after the move, complete): never a marked folder with missing data.
+
 Retention (`checkpoints keep N`) runs after each move: the newest N by step survive, plus the best
 checkpoint when `load_best_model_at_end` tracks one (transformers' own rule, by step, not mtime).
 
@@ -15,20 +23,25 @@ arguments with `torch.save` (`optimizer.pt`, `scheduler.pt`, `rng_state.pth`, `t
 For a single-process run (not DeepSpeed or FSDP) the mixin writes them instead as safetensors
 (tensors) plus JSON (everything else): `optimizer.safetensors` + `optimizer.json`,
 `scheduler.json`, `scaler.json`, `rng_state.safetensors` + `rng_state.json`,
-`training_args.json`, and reads them back on resume. A state that does not fit (an optimizer
-whose state holds other objects) falls back to transformers' format, which it reloads with
-`torch.load(weights_only=True)`. Model weights are always safetensors.
+`training_args.json` (serialised once per `train()` call), and reads them back on resume. A state
+that does not fit (an optimizer whose state holds other objects) falls back to transformers'
+format, which it reloads with `torch.load(weights_only=True)`. Model weights are always safetensors.
+`trainer_state.json` is written once per checkpoint, already naming the final folder as the best one.
 
 `AtomicCheckpoints` is a mixin: `class MyTrainer(AtomicCheckpoints, SFTTrainer): ...`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import random
 import re
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +71,14 @@ def last_complete(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def remove(path: Path) -> None:
+    """Delete a checkpoint folder, its marker first: a kill midway leaves an incomplete folder
+    (ignored by resume, removed by the next one), never a marked one with files missing."""
+    with contextlib.suppress(FileNotFoundError):
+        (path / COMPLETE).unlink()
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def remove_incomplete(folder: Path) -> list[Path]:
     """Delete the staging area and checkpoint folders without the marker; returns what went."""
     gone: list[Path] = []
@@ -76,7 +97,7 @@ def remove_all(folder: Path) -> int:
     if folder.is_dir():
         for p in folder.iterdir():
             if p.name == STAGING or (p.is_dir() and step_of(p) is not None):
-                shutil.rmtree(p, ignore_errors=True)
+                remove(p)
                 n += 1
     return n
 
@@ -95,19 +116,80 @@ def rotate(folder: Path, keep: int | None, best: str | None = None) -> list[Path
         if len(found) - len(gone) <= budget:
             break
         if p.resolve() not in protected:
-            shutil.rmtree(p, ignore_errors=True)
+            remove(p)
             gone.append(p)
     return gone
 
 
+def _fsync(path: str | Path, *, folder: bool = False) -> None:
+    if folder and os.name != "posix":  # folders cannot be opened for fsync on Windows
+        return
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if folder else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_tree(path: Path) -> None:
-    for root, _, files in os.walk(path):
+    """fsync every file under `path`, then each folder, so that their entries are durable too."""
+    for root, _, files in os.walk(path, topdown=False):
         for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            _fsync(os.path.join(root, name))
+        _fsync(root, folder=True)
+
+
+def finish(src: Path, final_root: Path, keep: int | None = None, best: str | None = None) -> Path:
+    """Complete a checkpoint written into the staging area: the COMPLETE marker, fsync of every
+    file and folder, one `os.replace` into `final_root`, then retention; returns the final folder.
+    A failure or a kill before the move leaves it in the staging area, where resume ignores it."""
+    (src / COMPLETE).write_text(json.dumps({"step": step_of(src)}) + "\n", encoding="utf-8")
+    _fsync_tree(src)
+    dst = final_root / src.name
+    if dst.exists():  # the same step saved again (e.g. right after a resume)
+        remove(dst)
+    os.replace(src, dst)
+    _fsync(final_root, folder=True)  # the move itself survives a power cut
+    if src.parent.name == STAGING:
+        shutil.rmtree(src.parent, ignore_errors=True)
+    rotate(final_root, keep, best)
+    return dst
+
+
+class Finisher:
+    """At most one job (a checkpoint's `finish`) in flight on a background thread. `wait` joins
+    it and raises, in the calling (training) thread, whatever the job raised."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, job: Callable[[], object]) -> None:
+        self.wait()
+
+        def run() -> None:
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                job()
+            except BaseException as e:  # noqa: BLE001  (handed to the training thread by wait())
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="ftc-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+
+def _best_to_final(state: Any, staging_root: Path, final_root: Path) -> None:
+    """transformers found the best checkpoint in the staging folder: name its final place."""
+    best = state.best_model_checkpoint
+    if best and Path(best).parent == staging_root:
+        state.best_model_checkpoint = str(final_root / Path(best).name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +279,40 @@ class AtomicCheckpoints:
     """Trainer mixin: each checkpoint appears complete or not at all (see the module docstring)."""
 
     _ftc_staging: str | None = None
+    _ftc_args: str | None = None  # the training arguments as JSON, serialised once per train()
+    ftc_background = True  # finish checkpoints on a background thread (False: in the save itself)
+
+    def _ftc_finisher(self) -> Finisher:
+        found: Finisher | None = self.__dict__.get("_ftc_finisher_")
+        if found is None:
+            found = self.__dict__["_ftc_finisher_"] = Finisher()
+        return found
+
+    def ftc_wait(self) -> None:
+        """Wait for the checkpoint being finished (moved into place, retention applied)."""
+        self._ftc_finisher().wait()
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        self.ftc_wait()
+        self._ftc_args = None
+        try:
+            out = super().train(*args, **kwargs)  # type: ignore[misc]
+        except BaseException as error:
+            try:  # the checkpoint before the error still lands; the training error is the one raised
+                self.ftc_wait()
+            except Exception as also:  # noqa: BLE001
+                error.add_note(f"finishing the last checkpoint failed too: {also!r}")
+            raise
+        self.ftc_wait()
+        return out
+
+    def _finalize_training(self, *args: Any, **kwargs: Any) -> Any:
+        self.ftc_wait()  # it loads the best checkpoint and removes old ones in the final folder
+        return super()._finalize_training(*args, **kwargs)  # type: ignore[misc]
+
+    def _load_best_model(self) -> None:
+        self.ftc_wait()
+        super()._load_best_model()  # type: ignore[misc]
 
     def _get_output_dir(self, trial: Any) -> str:
         if self._ftc_staging is not None:
@@ -204,30 +320,34 @@ class AtomicCheckpoints:
         return super()._get_output_dir(trial)  # type: ignore[misc, no-any-return]
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        self.ftc_wait()  # the previous checkpoint is in place, and retention done, before this one
         final_root = Path(super()._get_output_dir(trial))  # type: ignore[misc]
         staging_root = final_root / STAGING
-        shutil.rmtree(staging_root, ignore_errors=True)
+        if staging_root.exists():
+            shutil.rmtree(staging_root)
         staging_root.mkdir(parents=True)
         state = self.state  # type: ignore[attr-defined]
+        write_state = state.save_to_json
+
+        def save_state(path: str) -> None:  # written once, naming the final folder as the best one
+            _best_to_final(state, staging_root, final_root)
+            write_state(path)
+
         self._ftc_staging = str(staging_root)
+        vars(state)["save_to_json"] = save_state
         try:
             super()._save_checkpoint(model, trial)  # type: ignore[misc]
         finally:
             self._ftc_staging = None
-        name = f"checkpoint-{state.global_step}"
-        src, dst = staging_root / name, final_root / name
-        best = state.best_model_checkpoint
-        if best and Path(best).parent == staging_root:  # transformers saw the staging path: point at the final one
-            state.best_model_checkpoint = str(final_root / Path(best).name)
+            vars(state).pop("save_to_json", None)
+        _best_to_final(state, staging_root, final_root)
         if self.args.should_save:  # type: ignore[attr-defined]
-            state.save_to_json(str(src / "trainer_state.json"))
-            (src / COMPLETE).write_text(json.dumps({"step": state.global_step}) + "\n", encoding="utf-8")
-            _fsync_tree(src)
-            if dst.exists():  # the same step saved again (e.g. right after a resume)
-                shutil.rmtree(dst)
-            os.replace(src, dst)
-            shutil.rmtree(staging_root, ignore_errors=True)
-            rotate(final_root, self.args.save_total_limit, state.best_model_checkpoint)  # type: ignore[attr-defined]
+            job = functools.partial(finish, staging_root / f"checkpoint-{state.global_step}", final_root,
+                                    self.args.save_total_limit, state.best_model_checkpoint)  # type: ignore[attr-defined]
+            if self.ftc_background:
+                self._ftc_finisher().start(job)
+            else:
+                job()
 
     # --- no pickles (single process; DeepSpeed, FSDP and several processes keep transformers' files)
 
@@ -294,5 +414,7 @@ class AtomicCheckpoints:
         folder = Path(output_dir or self.args.output_dir)  # type: ignore[attr-defined]
         pickled = folder / "training_args.bin"
         if pickled.is_file():  # transformers always writes it with torch.save: keep JSON instead
-            (folder / ARGS).write_text(self.args.to_json_string(), encoding="utf-8")  # type: ignore[attr-defined]
+            if self._ftc_args is None:
+                self._ftc_args = self.args.to_json_string()  # type: ignore[attr-defined]
+            (folder / ARGS).write_text(self._ftc_args, encoding="utf-8")
             pickled.unlink()

@@ -262,21 +262,37 @@ def classification_rows(ctx: TrainContext, rows: list[dict[str, Any]], label2id:
 
 
 def _classification_dataset(ctx: TrainContext, split: str, tok: Any, model: Any, emit: Emit) -> Any:
-    from datasets import Dataset
+    """The split tokenised, or the same dataset from the cache (tokcache.py) when nothing it
+    depends on changed."""
+    from ftc.runtime.backends import tokcache
 
     label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
     texts, labels = classification_rows(ctx, ctx.parts[split].rows, label2id, emit)
     limit, policy = max_length(ctx, tok, model)
+
+    def make_key() -> str:
+        return tokcache.key("classification", tokcache.tokenizer_fingerprint(tok, base_dir(ctx)),
+                            tokcache.content_digest([texts, labels]), {"max_length": limit, "policy": policy})
+
+    ds, meta = tokcache.reuse(make_key, lambda: _tokenize_classification(tok, texts, labels, limit, policy),
+                              split, emit)
+    if meta.get("dropped"):
+        emit({"event": "note", "message": f"dropped {meta['dropped']} {split} row(s) over {limit} tokens"})
+    return ds
+
+
+def _tokenize_classification(tok: Any, texts: list[str], labels: list[int], limit: int,
+                             policy: str) -> tuple[Any, dict[str, Any]]:
+    from datasets import Dataset
+
     enc = tok(texts, truncation=policy == "truncate", max_length=limit)
     columns = {k: list(v) for k, v in enc.items()}
     columns["labels"] = labels
     ds = Dataset.from_dict(columns)
+    before = len(ds)
     if policy == "drop":
-        before = len(ds)
         ds = ds.filter(lambda ex: len(ex["input_ids"]) <= limit)
-        if len(ds) < before:
-            emit({"event": "note", "message": f"dropped {before - len(ds)} {split} row(s) over {limit} tokens"})
-    return ds
+    return ds, {"dropped": before - len(ds)}
 
 
 def _sft_dataset(ctx: TrainContext, split: str, tok: Any, model: Any, emit: Emit) -> Any:
@@ -369,7 +385,10 @@ def _sft_trainer(ctx: TrainContext, model: Any, tok: Any, emit: Emit) -> Any:
         max_length=limit, packing=packing, packing_strategy="bfd" if flash else "wrapped",
         completion_only_loss=None if messages else True, assistant_only_loss=messages,
         dataset_num_proc=None, **_generation_early_stopping(ctx, has_val))
-    return make_trainer_class(SFTTrainer)(
+    from ftc.runtime.backends import tokcache
+
+    return tokcache.sft_trainer(  # TRL tokenises in the trainer: its prepared datasets are cached
+        make_trainer_class(SFTTrainer), base_dir(ctx), emit,
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=tok,
         callbacks=trainer_callbacks(ctx, emit, has_val=has_val))
 
