@@ -112,10 +112,16 @@ def _base_info(c: CheckedSpec) -> dict[str, Any]:
     return info
 
 
+# Train keys that are bookkeeping, not training: `artifacts keep N` is read by `ftc gc` from the run's
+# lineage (record["retention"]), so that changing it changes no plan hash (an interrupted run resumes).
+UNPLANNED = ("artifacts",)
+
+
 def _plain(value: Any) -> Any:
     """Spec blocks as JSON-able parameters (spans and defaults' absence dropped)."""
     if isinstance(value, s.Node):
-        out = {k: _plain(getattr(value, k)) for k in s.schema_fields(type(value))}
+        skip = UNPLANNED if isinstance(value, s.Train) else ()
+        out = {k: _plain(getattr(value, k)) for k in s.schema_fields(type(value)) if k not in skip}
         if value.kind:
             out["kind"] = value.kind
         return out

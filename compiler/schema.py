@@ -81,6 +81,12 @@ class Checkpoints:
 
 
 @record
+class Artifacts:
+    keep: int  # the newest `keep` never-promoted runs of the spec keep their artifacts at `ftc gc`
+    span: Span
+
+
+@record
 class Metric:
     name: str
     average: str | None
@@ -223,6 +229,24 @@ def sig_checkpoints(args: t.Args, key_span: Span, key: str) -> t.Parsed:
             used = 5 if t.keyword(args, 4, "steps") else 4
     sp = _span(args, used, key_span)
     return t.Parsed(Checkpoints(keep, every, sp), used, sp)
+
+
+def sig_artifacts(args: t.Args, key_span: Span, key: str) -> t.Parsed:
+    """`artifacts keep N`: retention of the artifacts of runs never promoted, applied by `ftc gc`."""
+    example = f"`{key} keep 5`"
+    why = "`ftc gc` keeps the artifacts of the 5 newest runs never promoted (`keep 0`: none)"
+    if not t.keyword(args, 0, "keep"):
+        v = t._need(args, key_span, key, "`keep N`")
+        raise t._wrong(v, key, "`keep N`", f"{example}: {why}")
+    if len(args) < 2:
+        raise t.SigError(make("FT013", f"`{key} keep` needs a number of runs", _span(args, 1, key_span),
+                              help=f"write {example}: {why}"))
+    n = args[1]
+    if not isinstance(n, ast.Num) or not n.is_int or n.value < 0:
+        raise t.SigError(make("FT013", f"`{key} keep` expects a whole number of runs (0 or more), found "
+                              f"{ast.describe(n)} `{n.show()}`", n.span, help=f"write {example}: {why}"))
+    sp = _span(args, 2, key_span)
+    return t.Parsed(Artifacts(int(n.value), sp), 2, sp)
 
 
 METRICS = ("accuracy", "precision", "recall", "f1", "auc", "loss", "perplexity", "exact_match",
@@ -494,6 +518,8 @@ class Train(Node):
     seed: int = key(t.integer(0), "training seed", 42)
     early_stopping: EarlyStopping | None = key(sig_early_stopping, "`early_stopping patience 2 on val.loss`")
     checkpoints: Checkpoints | None = key(sig_checkpoints, "`checkpoints keep 3` (retention)")
+    artifacts: Artifacts | None = key(sig_artifacts, "`artifacts keep 5`: `ftc gc` keeps the artifacts of the "
+                                      "newest 5 runs never promoted (promoted and active ones: always)")
     augment: tuple[str, ...] = key(
         t.list_of(t.enum("flip", "crop", "color_jitter", "randaugment", "mixup", "cutmix", "rotate"),
                   "augmentations", '["flip", "crop"]'),

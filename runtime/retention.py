@@ -7,7 +7,12 @@ Removed:
 - run folders under `.ftc/runs/` that the registry does not know;
 - store objects that no record references;
 - with `prune_rejected`: the artifacts of rejected runs that were never promoted (an object that
-  another kept run shares stays); their records then say that gc removed the artifact.
+  another kept run shares stays); their records then say that gc removed the artifact;
+- per spec name whose newest run records `train { artifacts keep N }` (record["retention"]): the
+  artifacts of its rejected and failed runs that were never promoted, past the newest N of them
+  (newest by finish time; only runs whose artifact is still on record count), recorded the same
+  way. The newest run's declaration applies, so removing the setting from the spec stops it; a spec
+  whose newest run declares nothing keeps every artifact, as before.
 Kept: everything of a running run whose process is alive (or on another host); the checkpoints of
 interrupted and failed runs (they are resumable); every artifact a record references otherwise,
 above all those of promoted runs (rollback may need any of them) and of the active ones.
@@ -15,8 +20,10 @@ above all those of promoted runs (rollback may need any of them) and of the acti
 Safety: nothing outside the registry folder is touched, links are removed, never followed; a
 registry that records no run while run folders or store objects exist is refused (a replaced
 registry.db would otherwise cost every model). Removal is two-phase: under the store's exclusive
-lock the doomed paths are renamed into `.ftc/trash/` (fast, atomic) and records are updated in one
-transaction; the trash is deleted after the lock is released.
+lock the records are updated first (one transaction per reason: `--prune-rejected`, each `artifacts
+keep N`), then the doomed paths are renamed into `.ftc/trash/` (fast, atomic); the trash is deleted
+after the lock is released. A gc stopped in between leaves records that say removed over bytes still
+on disk, never the reverse; the next gc collects those bytes as unreferenced.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from ftc.runtime.registry import FINISHED, Refused, Registry
 from ftc.runtime.store import Store, remove_tree, tree_size
 
 PRUNE_BY = "ftc gc --prune-rejected"
+PRUNABLE = ("rejected", "failed")  # statuses whose artifacts a spec's retention may remove
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ class Item:
 class Collected:
     items: list[Item] = field(default_factory=list)
     pruned_runs: list[str] = field(default_factory=list)
+    pruned_by: dict[str, str] = field(default_factory=dict)  # run -> what removed its artifact (records say)
+    retention: dict[str, int] = field(default_factory=dict)  # spec name -> the `artifacts keep N` applied
     dry_run: bool = False
 
     @property
@@ -55,6 +65,7 @@ class Collected:
     def to_json(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "bytes_freed": 0 if self.dry_run else self.bytes,
                 "bytes": self.bytes, "pruned_runs": sorted(self.pruned_runs),
+                "pruned_by": dict(sorted(self.pruned_by.items())), "retention": dict(sorted(self.retention.items())),
                 "removed": [{"path": str(i.path), "bytes": i.bytes, "why": i.why, "run": i.run_id}
                             for i in self.items]}
 
@@ -116,6 +127,32 @@ def _checkpoint_folders(run_dir: Path) -> list[Path]:
     return sorted(found)
 
 
+def declared_retention(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """spec name -> N of `artifacts keep N` in the record of the spec's newest run (rows come oldest
+    first); a spec whose newest run declares nothing (or an unreadable value) is absent."""
+    newest: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        newest[r["spec_name"]] = r
+    out: dict[str, int] = {}
+    for name, r in sorted(newest.items()):
+        keep = (r["record"].get("retention") or {}).get("artifacts_keep")
+        if isinstance(keep, int) and not isinstance(keep, bool) and keep >= 0:
+            out[name] = keep
+    return out
+
+
+def beyond_retention(rows: list[dict[str, Any]], ever: set[str], keep: dict[str, int]) -> list[str]:
+    """Runs whose artifact a spec's `artifacts keep N` lets go: rejected or failed, never promoted nor
+    active, holding an artifact on record, and older (by finish time) than the spec's newest N such."""
+    out: list[str] = []
+    for name, n in keep.items():
+        held = [r for r in rows if r["spec_name"] == name and r["status"] in PRUNABLE and r["id"] not in ever
+                and _artifact_paths(r["record"])]
+        held.sort(key=lambda r: (r["finished"] or r["started"], r["started"], r["id"]), reverse=True)
+        out += [r["id"] for r in held[n:]]
+    return sorted(out)
+
+
 def plan_gc(registry: Registry, store: Store, *, prune_rejected: bool = False,
             allow_empty: bool = False) -> Collected:
     """What gc would remove, without removing anything (call under the store's exclusive lock)."""
@@ -129,7 +166,16 @@ def plan_gc(registry: Registry, store: Store, *, prune_rejected: bool = False,
                       "restore the registry; or, if these folders really are garbage, run `ftc gc --dry-run "
                       "--allow-empty-registry` to see what would go, then without --dry-run")
     ever = registry.promoted_ever() | set(registry.active_all().values())
-    prunable = {r["id"] for r in rows if prune_rejected and r["status"] == "rejected" and r["id"] not in ever}
+    keep = declared_retention(rows)
+    status = {r["id"]: (r["spec_name"], r["status"]) for r in rows}
+    prunable: dict[str, tuple[str, str]] = {}  # run -> (why, by): --prune-rejected wins over a spec's retention
+    for run_id in beyond_retention(rows, ever, keep):
+        name, state = status[run_id]
+        prunable[run_id] = (f"artifact of a {state} run beyond `artifacts keep {keep[name]}` of `{name}`",
+                            f"ftc gc (artifacts keep {keep[name]})")
+    if prune_rejected:
+        prunable.update({r["id"]: ("artifact of a rejected run (--prune-rejected)", PRUNE_BY) for r in rows
+                         if r["status"] == "rejected" and r["id"] not in ever})
     needed_paths: set[Path] = set()
     needed_digests: set[str] = set()
     for r in rows:
@@ -140,7 +186,7 @@ def plan_gc(registry: Registry, store: Store, *, prune_rejected: bool = False,
             if digest:
                 needed_digests.add(digest)
                 needed_paths.add(store.path_for(digest).absolute())
-    out = Collected()
+    out = Collected(retention=keep)
     seen: set[Path] = set()
 
     def add(path: Path, why: str, run_id: str | None = None) -> None:
@@ -176,10 +222,11 @@ def plan_gc(registry: Registry, store: Store, *, prune_rejected: bool = False,
                 path = store.path_for(digest)  # the record's path may be stale (a moved project)
             if path.absolute() in needed_paths:
                 continue  # another kept run shares these bytes
-            add(path, "artifact of a rejected run (--prune-rejected)", run_id)
+            add(path, prunable[run_id][0], run_id)
             gone = gone or any(i.path == path.absolute() for i in out.items)
         if gone:
             out.pruned_runs.append(run_id)
+            out.pruned_by[run_id] = prunable[run_id][1]
     for obj in store.all_objects():
         if obj.name not in needed_digests and obj.absolute() not in needed_paths:
             add(obj, "store object no record references")
@@ -203,8 +250,8 @@ def collect(registry: Registry, *, dry_run: bool = False, prune_rejected: bool =
         out.dry_run = dry_run
         if dry_run or not out.items:
             return out
-        if out.pruned_runs:
-            registry.mark_artifact_removed(out.pruned_runs, PRUNE_BY)
+        for by in sorted(set(out.pruned_by.values())):  # every record first, then the moves
+            registry.mark_artifact_removed([r for r in out.pruned_runs if out.pruned_by[r] == by], by)
         trash.mkdir(parents=True, exist_ok=True)
         for n, item in enumerate(out.items):
             if _inside(item.path, trash.parent):  # leftovers already in the trash

@@ -102,6 +102,7 @@ def lineage(plan: Plan, checked: Any) -> dict[str, Any]:
         except md.PackageNotFoundError:
             versions[pkg] = None
     train = checked.spec.train
+    keep = train.artifacts.keep if train is not None and train.artifacts is not None else None  # not in the plan
     spec_path = Path(plan.spec["path"])
     spec_text = spec_path.read_text(encoding="utf-8", errors="replace")
     sources: dict[str, str] = {}
@@ -114,6 +115,7 @@ def lineage(plan: Plan, checked: Any) -> dict[str, Any]:
             "spec_sources": sources, "base": plan.base,
             "data": plan.data, "method": plan.node("model.attach").params, "seed": train.seed if train else None,
             "training": {n.id: n.params for n in plan.nodes if n.kind.startswith("train")},
+            "retention": {"artifacts_keep": keep},  # `ftc gc` applies the newest run's (None: not declared)
             "versions": versions, "python": platform.python_version(),
             "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
                          "host": platform.node() or None},
