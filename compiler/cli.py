@@ -473,8 +473,9 @@ def active(spec_name: str, fmt: str, history: bool, show_path: bool) -> None:
 @_registry_errors
 def gc(dry_run: bool, prune_rejected: bool, allow_empty_registry: bool, fmt: str) -> None:
     """Remove what no record needs: checkpoints of finished runs, leftover staging folders,
-    unknown run folders, unreferenced store objects. Never what a promoted or active model needs,
-    nor the checkpoints of interrupted or failed runs (they are resumable)."""
+    unknown run folders, unreferenced store objects, and per spec the artifacts of never-promoted
+    runs beyond its `train { artifacts keep N }`. Never what a promoted or active model needs, nor
+    the checkpoints of interrupted or failed runs (they are resumable)."""
     import json as _json
 
     from ftc.runtime.retention import collect

@@ -8,6 +8,7 @@ reused from the content-addressed cache.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -32,7 +33,9 @@ class RunState:
     resume: bool = False
     max_steps: int | None = None
     device: str = "cpu"
-    results: dict[str, Any] = field(default_factory=dict)  # "tuned:test" -> EvalResult, "latency", ...
+    # "tuned:test" / "base:test" / "tuned:data/general.jsonl" -> EvalResult; "latency" (the final
+    # model) and "base:latency" -> measure_latency's dict
+    results: dict[str, Any] = field(default_factory=dict)
     train: dict[str, TrainResult] = field(default_factory=dict)  # node id -> result
     gates: list[gate_eval.GateResult] = field(default_factory=list)
     parts: dict[str, Any] = field(default_factory=dict)
@@ -110,28 +113,32 @@ class LocalExecutor:
     def _evaluate(self, node: PlanNode, state: RunState) -> None:
         who = node.params["model"]
         target = node.params.get("dataset") or node.params["split"]
+        keyed = _cache_keyed(node, state) if who == "base" else node
         if who == "base":
-            cached = _load_cached(node)
+            cached = _load_cached(keyed)
             if cached is not None:
                 state.results[f"base:{target}"] = cached
-                state.log({"event": "note", "message": f"{node.id}: reused from the cache ({node.hash[:10]})"})
+                state.log({"event": "note", "message": f"{node.id}: reused from the cache ({keyed.hash[:10]})"})
                 return
         model_dir = None if who == "base" else _final_model(state)
         result = _backend_evaluate(state, model_dir, node.params)
         state.results[f"{who}:{target}"] = result
         state.log({"event": "eval", "id": node.id, "split": target, "model": who, **result.metrics})
         if who == "base":
-            _store_cached(node, result)
+            _store_cached(keyed, result)
 
     def _latency(self, node: PlanNode, state: RunState) -> None:
-        from ftc.runtime.backends import text
-
-        state.results["latency"] = text.measure_latency(state.context(), _final_model(state),
-                                                        warmup=node.params["warmup"])
-        state.log({"event": "latency", **state.results["latency"]})
+        """Latency before (the base, "base:latency") and after (the final model, "latency"),
+        each after the spec's warm-up, on the same requests."""
+        ctx = state.context()
+        split, warmup = node.params.get("split", "test"), node.params["warmup"]
+        for who, key, model_dir in (("base", "base:latency", None), ("tuned", "latency", _final_model(state))):
+            state.results[key] = _backend_latency(ctx, model_dir, split, warmup)
+            state.log({"event": "latency", "id": f"{node.id}.{who}", "model": who, **state.results[key]})
 
     def _gates(self, node: PlanNode, state: RunState) -> None:
-        state.gates = gate_eval.evaluate(node.params["gates"], state.results)
+        state.gates = _with_latency_before(gate_eval.evaluate(node.params["gates"], state.results),
+                                           node.params["gates"], state.results.get("base:latency"))
 
 
 def _final_model(state: RunState) -> Path:
@@ -141,21 +148,68 @@ def _final_model(state: RunState) -> Path:
     return final.model_dir
 
 
+def _backend(signal: str) -> Any:
+    """The backend module that evaluates and times the model a signal trains: the encoder of
+    `contrastive`, the causal LM of `dpo` and `rlhf`, the text model (classifier or generator)
+    of `sft`. Each has evaluate(ctx, dir, split), evaluate_file(ctx, dir, dataset) and
+    measure_latency(ctx, dir, split, warmup)."""
+    if signal == "contrastive":
+        from ftc.runtime.backends import embedding
+        return embedding
+    if signal in ("dpo", "rlhf"):
+        from ftc.runtime.backends import preference
+        return preference
+    if signal == "sft":
+        from ftc.runtime.backends import text
+        return text
+    raise NotImplementedError(f"signal {signal} has no runtime backend yet")
+
+
 def _backend_evaluate(state: RunState, model_dir: Path | None, params: dict[str, Any]) -> EvalResult:
-    spec = state.checked.spec
+    """A split of the spec's data, or a data file named by a gate (`on "data/general.jsonl"`:
+    regression against a general set), evaluated by the backend of the spec's signal."""
+    backend = _backend(state.checked.spec.signal.kind)
     ctx = state.context()
     if params.get("dataset"):
-        from ftc.runtime.backends import text
-        return text.evaluate_file(ctx, model_dir, params["dataset"])
-    split = params["split"]
-    if spec.signal.kind == "contrastive":
-        from ftc.runtime.backends import embedding
-        return embedding.evaluate(ctx, model_dir, split)
-    if spec.signal.kind in ("dpo", "rlhf"):
-        from ftc.runtime.backends import preference
-        return preference.evaluate(ctx, model_dir, split)
-    from ftc.runtime.backends import text
-    return text.evaluate(ctx, model_dir, split)
+        result: EvalResult = backend.evaluate_file(ctx, model_dir, params["dataset"])
+    else:
+        result = backend.evaluate(ctx, model_dir, params["split"])
+    return result
+
+
+def _backend_latency(ctx: TrainContext, model_dir: Path | None, split: str, warmup: int) -> dict[str, Any]:
+    measured: dict[str, Any] = _backend(ctx.spec.signal.kind).measure_latency(ctx, model_dir, split, warmup=warmup)
+    return measured
+
+
+def _with_latency_before(results: list[gate_eval.GateResult], gates: list[dict[str, Any]],
+                         base: dict[str, Any] | None) -> list[gate_eval.GateResult]:
+    """Latency gates get the base model's percentile as their `before` value."""
+    if not base:
+        return results
+    out = []
+    for g, r in zip(gates, results, strict=True):
+        if g["metric"] == "latency" and r.before is None:
+            value = base.get(g.get("qualifier") or "p95")
+            r = dataclasses.replace(r, before=float(value) if isinstance(value, (int, float)) else None)
+        out.append(r)
+    return out
+
+
+def _cache_keyed(node: PlanNode, state: RunState) -> PlanNode:
+    """The node with the hash its cached result is filed under: the plan's hash, plus what the
+    evaluation also reads that the plan node does not cover: the signal's fields (which rows and
+    columns are scored) and, for a data file named by a gate, that file's bytes."""
+    extra: list[Any] = [{k: v for k, v in n.params.items() if k in ("signal", "stage")}
+                        for n in state.plan.nodes if n.kind.startswith("train")]
+    dataset = node.params.get("dataset")
+    if dataset:
+        from ftc.compiler.data.cache import file_digest
+
+        path = Path(state.checked.resolve_path(dataset))
+        extra.append(file_digest(path) if path.exists() else None)
+    digest = hashlib.sha256(json.dumps([node.hash, extra], sort_keys=True, default=str).encode()).hexdigest()
+    return dataclasses.replace(node, hash=digest)
 
 
 def _cache_path(node: PlanNode) -> Path | None:

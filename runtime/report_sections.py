@@ -65,7 +65,7 @@ class Run:
 GATE = re.compile(r"^(?P<metric>\S+) (?P<op>>=|<=|==|!=|>|<) (?P<threshold>\S+)")
 PREFERRED = ("f1.macro", "f1", "accuracy", "exact_match", "reward_accuracy", "recall_at_k", "loss")
 KNOWN = {"ftc_version", "plan_hash", "spec", "spec_text", "base", "data", "method", "seed", "versions", "python",
-         "hardware", "git_commit", "user", "waivers", "run_id", "run_dir", "artifact", "status", "gates", "metrics",
+         "retention", "hardware", "git_commit", "user", "waivers", "run_id", "run_dir", "artifact", "status", "gates", "metrics",
          "slices", "extra", "history", "error", "spec_sources", "training", "options"}
 
 

@@ -83,6 +83,7 @@ RULES: tuple[Rule, ...] = (
     training.no_checkpoint_retention,
     training.early_stopping_metric_unknown,
     training.vision_only_setting,
+    training.stage_artifacts_keep,
     # reproducibility
     provenance.unpinned_revision,
     provenance.remote_code_unpinned,

@@ -346,4 +346,34 @@ def vision_only_setting(c: CheckedSpec) -> Iterator[Hit]:
                   help="use `freeze`/`unfreeze` for text models")
 
 
+@rule("FT146", "stage-artifacts-keep", ERROR)
+def stage_artifacts_keep(c: CheckedSpec) -> Iterator[Hit]:
+    """`artifacts keep` inside an RLHF stage's own `train` block.
+
+    Why:
+    Artifact retention applies to a spec's runs as a whole (`ftc gc` keeps the artifacts of its N
+    newest never-promoted runs), not to one stage of a run; inside a stage it would be silently
+    ignored.
+
+    Example:
+        model { modality text; base "hf:org/decoder"; revision "3f2a9c1"; task generation; params 124M }
+        signal rlhf { reward { prompt "prompt"; chosen "chosen"; rejected "rejected"; train { artifacts keep 3 } }; policy { algorithm rloo; prompt "prompt" } }
+        eval { metric loss; gate loss <= 2.0 on test }
+
+    Use instead:
+        model { modality text; base "hf:org/decoder"; revision "3f2a9c1"; task generation; params 124M }
+        signal rlhf { reward { prompt "prompt"; chosen "chosen"; rejected "rejected" }; policy { algorithm rloo; prompt "prompt" } }
+        eval { metric loss; gate loss <= 2.0 on test }
+        train { epochs 3; learning_rate 2e-4; batch_size 16; early_stopping patience 2 on val.loss; checkpoints keep 2; artifacts keep 3 }
+    """
+    sig = c.spec.signal
+    if sig is None or sig.kind != "rlhf":
+        return
+    for stage in (sig.reward, sig.policy):
+        tr = getattr(stage, "train", None) if stage is not None else None
+        if tr is not None and tr.artifacts is not None:
+            yield Hit("`artifacts keep` applies to the whole spec, not to one RLHF stage", tr.at("artifacts"),
+                      help="move `artifacts keep N` to the top-level `train` block")
+
+
 _ = s

@@ -67,14 +67,23 @@ def train_dpo(ctx: TrainContext) -> TrainResult:
     return result
 
 
-def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResult:
-    """accuracy: the model gives the chosen reply a higher log-likelihood than the rejected one;
-    loss/perplexity: per-token NLL of the chosen replies (comparable with the base: the regression
-    guard); dpo_loss and reward_margin: DPO's objective against the base as the reference."""
+def usable(ctx: TrainContext, rows: list[dict[str, Any]]) -> list[int]:
+    """Indices of the rows with a text prompt, chosen and rejected reply."""
     sig = ctx.spec.signal
-    rows = pc.split_rows(ctx, split)
-    kept = [i for i, r in enumerate(rows) if isinstance(r.get(sig.prompt), str)
+    return [i for i, r in enumerate(rows) if isinstance(r.get(sig.prompt), str)
             and isinstance(r.get(sig.chosen), str) and isinstance(r.get(sig.rejected), str)]
+
+
+def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str, Any]], name: str) -> EvalResult:
+    """Metrics of a DPO model (`model_dir` None: the base) on `rows` (named `name`), overall and per slice.
+
+    accuracy: the model gives the chosen reply a higher log-likelihood than the rejected one;
+    loss/perplexity: per-token NLL of the chosen replies (comparable with the base: the regression
+    guard); dpo_loss and reward_margin: DPO's objective against the base as the reference;
+    exact_match, f1 (token F1), format_validity, when the spec declares them: a greedy reply to
+    the prompt against the chosen one."""
+    sig = ctx.spec.signal
+    kept = usable(ctx, rows)
     model, tok = text.load_trained(ctx, model_dir)
     limit, _ = pc.limit_of(ctx, tok, model)
     prompts = [pc.with_sep(rows[i][sig.prompt]) for i in kept]
@@ -82,8 +91,13 @@ def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResul
     chosen_text, rejected_text = [rows[i][sig.chosen] for i in kept], [rows[i][sig.rejected] for i in kept]
     chosen = pc.completion_logps(model, tok, prompts, chosen_text, limit, batch)
     rejected = pc.completion_logps(model, tok, prompts, rejected_text, limit, batch)
+    decoded: dict[str, list[float]] = {}
+    if pc.wants_decoding(ctx) and kept:
+        replies = pc.greedy(model, tok, prompts, chosen_text, limit, batch)
+        decoded = pc.decoded_scores(ctx, replies, chosen_text)
     ref_c, ref_r = chosen, rejected
     if model_dir is not None:
+        del model
         base, _ = text.load_trained(ctx, None)
         ref_c = pc.completion_logps(base, tok, prompts, chosen_text, limit, batch)
         ref_r = pc.completion_logps(base, tok, prompts, rejected_text, limit, batch)
@@ -95,8 +109,13 @@ def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResul
         return {"accuracy": sum(chosen[i][0] > rejected[i][0] for i in idx) / len(idx), "loss": loss,
                 "perplexity": pc.perplexity(loss),
                 "dpo_loss": sum(math.log1p(math.exp(-m)) for m in margins) / len(idx),
-                "reward_margin": sum(margins) / len(idx)}
+                "reward_margin": sum(margins) / len(idx), **pc.mean_over(decoded, idx)}
 
-    return EvalResult(split=split, metrics=compute(list(range(len(kept)))) if kept else {},
+    return EvalResult(split=name, metrics=compute(list(range(len(kept)))) if kept else {},
                       slices=pc.slice_metrics(ctx, rows, kept, compute), n=len(kept),
                       extra={"skipped": len(rows) - len(kept)})
+
+
+def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResult:
+    """evaluate_rows on the spec's `split`."""
+    return evaluate_rows(ctx, model_dir, pc.split_rows(ctx, split), split)

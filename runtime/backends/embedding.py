@@ -3,7 +3,9 @@
     train_contrastive(ctx)            anchor/positive[/negative] rows -> an encoder artifact
     fit_contrastive(ctx)              the same, keeping the trained encoder in memory (Fitted)
     recall_at_k(ctx, dir, split, k)   share of anchors whose own positive ranks in the top k
-    evaluate(ctx, model_dir, split)   EvalResult: recall_at_k (the spec's k), loss (None = the base)
+    evaluate(ctx, model_dir, split)   EvalResult: recall_at_k (the spec's k), accuracy, loss (None = the base)
+    evaluate_file(ctx, dir, dataset)  the same on a data file named by a gate (regression on a general set)
+    measure_latency(ctx, dir, split)  p50/p95/p99 seconds to embed one anchor text (tokenise + forward + pool)
     load_encoder(ctx, model_dir)      any artifact below (or the base), with its max_length
 
 The model is AutoModel (no head), mean-pooled over the attention mask and L2-normalised; the loss,
@@ -36,6 +38,7 @@ from ftc.runtime.backends import bottleneck, loading, text
 from ftc.runtime.backends.artifacts import Fitted, publish, staging
 from ftc.runtime.backends.embedding_loop import (
     Loop,
+    device_of,
     embed,
     encode,
     info_nce,
@@ -43,11 +46,12 @@ from ftc.runtime.backends.embedding_loop import (
     max_len,
     mean_pool,
     split_loss,
-    triples,
+    triples_of,
 )
+from ftc.runtime.backends.latency import DEFAULT_REQUESTS, model_name, time_requests, warmup_of
 
-__all__ = ["embed", "encode", "evaluate", "export_encoder", "fit_contrastive", "info_nce", "load_encoder",
-           "mean_pool", "recall_at_k", "train_contrastive"]
+__all__ = ["embed", "encode", "evaluate", "evaluate_file", "evaluate_rows", "export_encoder", "fit_contrastive",
+           "info_nce", "load_encoder", "mean_pool", "measure_latency", "recall_at_k", "train_contrastive"]
 
 POOLING = {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
            "pooling_mode_mean_sqrt_len_tokens": False}
@@ -220,24 +224,49 @@ def load_encoder(ctx: TrainContext, model_dir: Path | None) -> tuple[Any, Any, i
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation
+# Evaluation and latency
+
+
+def _split_rows(ctx: TrainContext, split: str) -> list[dict[str, Any]]:
+    part = ctx.parts.get(split)
+    if part is None:
+        raise ValueError(f"no `{split}` split to evaluate on (splits: {', '.join(sorted(ctx.parts)) or 'none'})")
+    return part.rows
+
+
+def _kept(ctx: TrainContext, rows: list[dict[str, Any]]) -> list[int]:
+    sig = ctx.spec.signal
+    return [i for i, r in enumerate(rows) if r.get(sig.anchor) is not None and r.get(sig.positive) is not None]
 
 
 def _ranks(model: Any, tok: Any, rows: list[dict[str, Any]], ctx: TrainContext, max_length: int) -> list[int]:
-    """For each row: how many of the split's positives score strictly above its own."""
+    """For each row: how many of the rows' positives score strictly above its own."""
+    return _scores(model, tok, rows, ctx, max_length)[0]
+
+
+def _scores(model: Any, tok: Any, rows: list[dict[str, Any]], ctx: TrainContext,
+            max_length: int) -> tuple[list[int], list[bool | None]]:
+    """(rank of each row's own positive among all the rows' positives, whether the anchor is
+    closer to its positive than to its hard negative: None for a row without one)."""
     sig = ctx.spec.signal
     anchors = encode(model, tok, [str(r[sig.anchor]) for r in rows], max_length)
     positives = encode(model, tok, [str(r[sig.positive]) for r in rows], max_length)
     sims = anchors @ positives.T
-    return [int(x) for x in (sims > sims.diagonal().unsqueeze(1)).sum(1)]
+    own = sims.diagonal()
+    ranks = [int(x) for x in (sims > own.unsqueeze(1)).sum(1)]
+    wins: list[bool | None] = [None] * len(rows)
+    with_negative = [i for i, r in enumerate(rows) if sig.negative and r.get(sig.negative) is not None]
+    if with_negative:
+        negatives = encode(model, tok, [str(rows[i][sig.negative]) for i in with_negative], max_length)
+        closer = (anchors[with_negative] * negatives).sum(-1) < own[with_negative]
+        for i, won in zip(with_negative, closer.tolist(), strict=True):
+            wins[i] = bool(won)
+    return ranks, wins
 
 
 def _usable(ctx: TrainContext, split: str) -> list[dict[str, Any]]:
-    sig = ctx.spec.signal
-    part = ctx.parts.get(split)
-    if part is None:
-        raise ValueError(f"no `{split}` split to evaluate on (splits: {', '.join(sorted(ctx.parts)) or 'none'})")
-    return [r for r in part.rows if r.get(sig.anchor) is not None and r.get(sig.positive) is not None]
+    rows = _split_rows(ctx, split)
+    return [rows[i] for i in _kept(ctx, rows)]
 
 
 def recall_at_k(ctx: TrainContext, model_dir: Path | None, split: str, k: int) -> float:
@@ -254,28 +283,80 @@ def _k(ctx: TrainContext) -> int:
     return int(declared[0]) if declared else 5
 
 
-def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResult:
-    """recall_at_k (k from `metric recall_at_k K`, else 5; also as recall_at_K), recall_at_1 and
-    the in-batch InfoNCE loss on `split`; recall per slice (ranked among the whole split)."""
-    rows = _usable(ctx, split)
-    if not rows:
-        return EvalResult(split=split, metrics={}, n=0)
+def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str, Any]], name: str) -> EvalResult:
+    """Every metric the language allows for `embedding`, on `rows` (named `name`), overall and per slice:
+
+    recall_at_k      share of anchors whose own positive ranks in the top k of all the rows'
+                     positives (k from `metric recall_at_k K`, else 5; also as recall_at_K), and
+                     recall_at_1;
+    accuracy         with a `negative` field, triplet accuracy: the anchor is closer to its positive
+                     than to its hard negative (sentence-transformers' TripletEvaluator); without
+                     one, top-1 retrieval accuracy (= recall_at_1);
+    loss             the in-batch InfoNCE loss of training, in batches of `batch_size` (NaN for
+                     a slice of one row: it has no in-batch negative).
+    Per slice, rows are still ranked among all the rows (the loss batches only the slice's rows)."""
+    kept = _kept(ctx, rows)
+    if not kept:
+        return EvalResult(split=name, metrics={}, n=0, extra={"skipped": len(rows)})
+    usable = [rows[i] for i in kept]
     model, tok, max_length = load_encoder(ctx, model_dir)
     k = _k(ctx)
-    ranks = _ranks(model, tok, rows, ctx, max_length)
+    ranks, wins = _scores(model, tok, usable, ctx, max_length)
 
     def compute(idx: list[int]) -> dict[str, float]:
         r_k = sum(ranks[i] < k for i in idx) / len(idx)
-        return {"recall_at_k": r_k, f"recall_at_{k}": r_k, "recall_at_1": sum(ranks[i] < 1 for i in idx) / len(idx)}
+        out = {"recall_at_k": r_k, f"recall_at_{k}": r_k, "recall_at_1": sum(ranks[i] < 1 for i in idx) / len(idx)}
+        judged = [bool(wins[i]) for i in idx if wins[i] is not None]
+        out["accuracy"] = sum(judged) / len(judged) if judged else out["recall_at_1"]
+        out["loss"] = split_loss(model, tok, triples_of(ctx, [usable[i] for i in idx]), batch, temperature,
+                                 max_length)
+        return out
 
-    out = compute(list(range(len(rows))))
-    part = ctx.parts[split]
-    out["loss"] = split_loss(model, tok, triples(ctx, split), text.train_block(ctx).batch_size,
-                             float(ctx.spec.signal.temperature), max_length)
+    batch, temperature = text.train_block(ctx).batch_size, float(ctx.spec.signal.temperature)
+    out = compute(list(range(len(usable))))
     slices: dict[str, dict[str, float]] = {}
-    position = {id(r): i for i, r in enumerate(rows)}
+    position = {row: i for i, row in enumerate(kept)}
     for slc in ctx.spec.data.slices if ctx.spec.data is not None else ():
-        idx = [position[id(part.rows[j])] for j in metrics.slice_indices(part.rows, slc.conditions)
-               if id(part.rows[j]) in position]
+        idx = [position[r] for r in metrics.slice_indices(rows, slc.conditions) if r in position]
         slices[slc.name] = {**compute(idx), "n": float(len(idx))} if idx else {"n": 0.0}
-    return EvalResult(split=split, metrics=out, slices=slices, n=len(rows), extra={"k": k})
+    accuracy = "triplet" if any(w is not None for w in wins) else "top-1 retrieval"
+    return EvalResult(split=name, metrics=out, slices=slices, n=len(usable),
+                      extra={"k": k, "accuracy": accuracy, "skipped": len(rows) - len(kept)})
+
+
+def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResult:
+    """evaluate_rows on the spec's `split` (`model_dir` None: the base encoder)."""
+    return evaluate_rows(ctx, model_dir, _split_rows(ctx, split), split)
+
+
+def evaluate_file(ctx: TrainContext, model_dir: Path | None, dataset: str) -> EvalResult:
+    """evaluate_rows on a data file named by a gate (`gate regression <= 0.02 vs base on
+    "data/general.jsonl"`): relative to the spec's folder, read like the spec's data (`fields`
+    applied); it must hold anchor/positive rows."""
+    from ftc.runtime.backends.text_eval import read_rows
+
+    rows = read_rows(ctx, dataset)
+    if not _kept(ctx, rows):
+        sig = ctx.spec.signal
+        raise ValueError(f"cannot evaluate the encoder on {dataset}: no row has both `{sig.anchor}` and "
+                         f"`{sig.positive}` (after the spec's `fields` mapping; columns: "
+                         f"{', '.join(sorted(rows[0])) if rows else 'none'})")
+    return evaluate_rows(ctx, model_dir, rows, dataset)
+
+
+def measure_latency(ctx: TrainContext, model_dir: Path | None, split: str = "test", warmup: int | None = None,
+                    n: int = DEFAULT_REQUESTS) -> dict[str, Any]:
+    """Seconds per request of the encoder: one anchor text of `split`, tokenised, encoded and
+    mean-pooled into its normalised embedding (what a retrieval service does per query)."""
+    sig = ctx.spec.signal
+    rows = ctx.parts[split].rows if split in ctx.parts else next(iter(ctx.parts.values())).rows
+    texts = [str(r[sig.anchor]) for r in rows if r.get(sig.anchor) is not None]
+    if not texts:
+        raise ValueError(f"no `{sig.anchor}` texts in `{split}` to time")
+    model, tok, max_length = load_encoder(ctx, model_dir)
+
+    def request(i: int) -> None:
+        embed(model, tok, [texts[i % len(texts)]], max_length)
+
+    return time_requests(request, device_of(model), warmup=warmup_of(ctx, warmup), n=n, request="embed",
+                         model=model_name(model), field=sig.anchor, split=split)

@@ -30,9 +30,9 @@ def model_name(model: Any) -> str:
     return type(inner).__name__
 
 
-def time_requests(request: Callable[[int], None], device: Any, *, warmup: int, n: int = DEFAULT_REQUESTS,
+def time_requests(call: Callable[[int], None], device: Any, *, warmup: int, n: int = DEFAULT_REQUESTS,
                   **info: Any) -> dict[str, Any]:
-    """p50/p95/p99 and mean seconds of `request(i)` for i in warmup..warmup+n-1, after `warmup`
+    """p50/p95/p99 and mean seconds of `call(i)` for i in warmup..warmup+n-1, after `warmup`
     untimed calls; `info` is added to the result (what was timed, on which model)."""
     import torch
 
@@ -43,7 +43,7 @@ def time_requests(request: Callable[[int], None], device: Any, *, warmup: int, n
     with torch.inference_mode():
         for i in range(warmup + n):
             start = time.perf_counter()
-            request(i)
+            call(i)
             if cuda:
                 torch.cuda.synchronize()
             if i >= warmup:

@@ -98,7 +98,7 @@ def train_policy(ctx: TrainContext, reward_dir: Path, *, max_new_tokens: int | N
 # Evaluation
 
 
-def _reference_field(rows: list[dict[str, Any]], ctx: TrainContext) -> str | None:
+def reference_field(rows: list[dict[str, Any]], ctx: TrainContext) -> str | None:
     """The held-out answer field of an RLHF eval split: `reference`, else the reward stage's
     chosen field, `target` or `completion`, whichever the rows have."""
     for name in ("reference", ctx.spec.signal.reward.chosen, "target", "completion"):
@@ -107,39 +107,56 @@ def _reference_field(rows: list[dict[str, Any]], ctx: TrainContext) -> str | Non
     return None
 
 
-def generate(model: Any, tok: Any, prompts: list[str], new: int, batch: int) -> list[str]:
-    """Greedy completions (left-padded batches), decoded without the prompt."""
-    import torch
-
-    out: list[str] = []
-    dev = next(model.parameters()).device
-    with torch.inference_mode():
-        for i in range(0, len(prompts), batch):
-            enc = tok(prompts[i:i + batch], return_tensors="pt", padding=True, padding_side="left")
-            gen = model.generate(**{k: v.to(dev) for k, v in enc.items()}, max_new_tokens=new, do_sample=False,
-                                 num_beams=1, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            out.extend(tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
-    return out
+generate = pc.generate  # greedy completions; kept here, where RLHF evaluation used to define it
 
 
-def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResult:
-    """loss/perplexity: per-token NLL of the split's reference answers; reward: mean score of
-    greedy completions by the run's reward model (when trained); reward_accuracy: the reward
-    model on the reward stage's split of the same name (when it has one)."""
-    stage = ctx.spec.signal.policy
-    rows = pc.split_rows(ctx, split)
+def _pairs(ctx: TrainContext, rows: list[dict[str, Any]], kept: list[int]) -> list[int]:
+    """Positions in `kept` whose rows also hold a preference pair in the reward stage's fields."""
+    stage = ctx.spec.signal.reward
+    return [j for j, i in enumerate(kept) if isinstance(rows[i].get(stage.chosen), str)
+            and isinstance(rows[i].get(stage.rejected), str)]
+
+
+def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str, Any]], name: str,
+                  *, reward_split: str | None = None) -> EvalResult:
+    """Metrics of an RLHF policy (`model_dir` None: the base) on `rows` (named `name`):
+
+    loss/perplexity   per-token NLL of the rows' reference answers (the field `reference`, else
+                      the reward stage's chosen field, `target` or `completion`);
+    accuracy          where rows also hold the reward stage's chosen/rejected pair: the policy
+                      gives the chosen reply the higher log-likelihood;
+    exact_match, f1, format_validity (when declared): a greedy reply against the reference;
+    reward            mean score of greedy completions by the run's reward model (when trained);
+    reward_accuracy   the reward model on its own stage's split `reward_split` (when it has one),
+                      else on the rows' pairs."""
+    stage, rstage = ctx.spec.signal.policy, ctx.spec.signal.reward
     kept = [i for i, r in enumerate(rows) if isinstance(r.get(stage.prompt), str)]
     model, tok = text.load_trained(ctx, model_dir)
     limit, _ = pc.limit_of(ctx, tok, model)
     batch = text.train_block(ctx).batch_size
     prompts = [pc.with_sep(rows[i][stage.prompt]) for i in kept]
-    ref = _reference_field([rows[i] for i in kept], ctx)
-    nll = pc.completion_logps(model, tok, prompts, [rows[i][ref] for i in kept], limit, batch) if ref else []
+    ref = reference_field([rows[i] for i in kept], ctx)
+    references = [rows[i][ref] for i in kept] if ref else []
+    nll = pc.completion_logps(model, tok, prompts, references, limit, batch) if ref else []
+    pairs = _pairs(ctx, rows, kept)
+    wins: dict[int, bool] = {}
+    if pairs:
+        pair_prompts = [prompts[j] for j in pairs]
+        good = pc.completion_logps(model, tok, pair_prompts, [rows[kept[j]][rstage.chosen] for j in pairs], limit,
+                                   batch)
+        bad = pc.completion_logps(model, tok, pair_prompts, [rows[kept[j]][rstage.rejected] for j in pairs], limit,
+                                  batch)
+        wins = {j: g[0] > b[0] for j, g, b in zip(pairs, good, bad, strict=True)}
+    decoded: dict[str, list[float]] = {}
+    if ref and pc.wants_decoding(ctx) and prompts:
+        decoded = pc.decoded_scores(ctx, pc.greedy(model, tok, prompts, references, limit, batch), references)
     rewards: list[float] = []
     rdir = reward.reward_dir(ctx)
     trained_reward = reward.is_reward_folder(rdir)
     if trained_reward and prompts:
-        completions = generate(model, tok, prompts, new_tokens(limit, None), batch)
+        new = new_tokens(limit, None)
+        completions = generate(model, tok, [pc.fit_prompt(tok, p, max(1, limit - new)) for p in prompts], new,
+                               batch)
         scorer = reward.load_reward_model(rdir, text.device_of(ctx))
         rewards = scorer.score([p + c for p, c in zip(prompts, completions, strict=True)])
 
@@ -149,14 +166,25 @@ def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResul
             tokens = sum(nll[i][1] for i in idx)
             loss = -sum(nll[i][0] for i in idx) / tokens if tokens else math.nan
             out.update(loss=loss, perplexity=pc.perplexity(loss))
+        judged = [wins[i] for i in idx if i in wins]
+        if judged:
+            out["accuracy"] = sum(judged) / len(judged)
         if rewards:
             out["reward"] = sum(rewards[i] for i in idx) / len(idx)
-        return out
+        return {**out, **pc.mean_over(decoded, idx)}
 
     result = compute(list(range(len(kept)))) if kept else {}
-    if trained_reward and split in reward.reward_parts(ctx):
-        accuracy = reward.reward_accuracy(ctx, rdir, split)
+    if trained_reward:
+        if reward_split is not None and reward_split in reward.reward_parts(ctx):
+            accuracy = reward.reward_accuracy(ctx, rdir, reward_split)
+        else:
+            accuracy = reward.reward_accuracy_rows(ctx, rdir, [rows[kept[j]] for j in pairs])
         if not math.isnan(accuracy):
             result["reward_accuracy"] = accuracy
-    return EvalResult(split=split, metrics=result, slices=pc.slice_metrics(ctx, rows, kept, compute), n=len(kept),
+    return EvalResult(split=name, metrics=result, slices=pc.slice_metrics(ctx, rows, kept, compute), n=len(kept),
                       extra={"reference_field": ref, "skipped": len(rows) - len(kept)})
+
+
+def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResult:
+    """evaluate_rows on the spec's `split` (reward_accuracy on the reward stage's split of that name)."""
+    return evaluate_rows(ctx, model_dir, pc.split_rows(ctx, split), split, reward_split=split)

@@ -243,6 +243,86 @@ def slice_metrics(ctx: TrainContext, rows: list[dict[str, Any]], kept: list[int]
     return out
 
 
+def generate(model: Any, tok: Any, prompts: list[str], new: int, batch: int) -> list[str]:
+    """Greedy completions (left-padded batches), decoded without the prompt."""
+    import torch
+
+    out: list[str] = []
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        for i in range(0, len(prompts), batch):
+            enc = tok(prompts[i:i + batch], return_tensors="pt", padding=True, padding_side="left")
+            gen = model.generate(**{k: v.to(dev) for k, v in enc.items()}, max_new_tokens=new, do_sample=False,
+                                 num_beams=1, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            out.extend(tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    return out
+
+
+def fit_prompt(tok: Any, prompt: str, budget: int) -> str:
+    """A text prompt over `budget` tokens keeps its end (the question, and the separator)."""
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    return str(tok.decode(ids[-budget:])) if len(ids) > budget else prompt
+
+
+def token_lengths(tok: Any, texts: list[str]) -> list[int]:
+    return [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+
+def greedy(model: Any, tok: Any, prompts: list[str], references: list[str], limit: int, batch: int) -> list[str]:
+    """Greedy replies to `prompts`, long enough to reproduce the longest reference (+8 tokens),
+    within `limit` positions (a prompt that does not fit keeps its end)."""
+    new = max(1, min(max(token_lengths(tok, references), default=1) + 8, limit - 1))
+    return generate(model, tok, [fit_prompt(tok, p, max(1, limit - new)) for p in prompts], new, batch)
+
+
+DECODED = ("exact_match", "f1", "format_validity")  # metrics of a greedy reply against a reference
+
+
+def declared(ctx: TrainContext) -> set[str]:
+    return {m.name for m in ctx.spec.eval.metrics} if ctx.spec.eval is not None else set()
+
+
+def wants_decoding(ctx: TrainContext) -> bool:
+    return bool(declared(ctx) & set(DECODED))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD's token F1: the harmonic mean of token precision and recall (whitespace tokens,
+    whitespace-collapsed; both empty scores 1)."""
+    from collections import Counter
+
+    pred, ref = metrics.normalize_text(prediction).split(), metrics.normalize_text(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def decoded_scores(ctx: TrainContext, predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """Per-example scores of the declared decoding metrics: exact_match (metrics.exact_match),
+    f1 (token F1) and format_validity (JSON, against `output_schema` when the model declares one)."""
+    from ftc.runtime.backends.text_eval import output_schema
+
+    wanted = declared(ctx)
+    pairs = list(zip(predictions, references, strict=True))
+    out: dict[str, list[float]] = {}
+    if "exact_match" in wanted:
+        out["exact_match"] = [float(metrics.exact_match(p, r)) for p, r in pairs]
+    if "f1" in wanted:
+        out["f1"] = [token_f1(p, r) for p, r in pairs]
+    if "format_validity" in wanted:
+        schema = output_schema(ctx)
+        out["format_validity"] = [float(metrics.format_valid(p.strip(), schema)) for p, _ in pairs]
+    return out
+
+
+def mean_over(scores: dict[str, list[float]], idx: list[int]) -> dict[str, float]:
+    return {name: sum(values[i] for i in idx) / len(idx) for name, values in scores.items()} if idx else {}
+
+
 def split_rows(ctx: TrainContext, split: str) -> list[dict[str, Any]]:
     part = ctx.parts.get(split)
     if part is None:

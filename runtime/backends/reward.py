@@ -125,8 +125,14 @@ def load_reward_model(model_dir: Path, device: str = "cpu") -> RewardModel:
 def reward_accuracy(ctx: TrainContext, model_dir: Path, split: str) -> float:
     """Share of the reward stage's `split` pairs where the chosen answer scores higher (NaN when
     the split has no text pairs)."""
+    return reward_accuracy_rows(ctx, model_dir, pc.rows_of(reward_parts(ctx).get(split)))
+
+
+def reward_accuracy_rows(ctx: TrainContext, model_dir: Path, rows: list[dict[str, Any]]) -> float:
+    """Share of the rows' pairs (the reward stage's prompt/chosen/rejected fields) where the
+    chosen answer scores higher; NaN when they hold no text pair."""
     stage = ctx.spec.signal.reward
-    rows = pc.preference_rows(pc.rows_of(reward_parts(ctx).get(split)), stage.prompt, stage.chosen, stage.rejected)
+    rows = pc.preference_rows(rows, stage.prompt, stage.chosen, stage.rejected)
     rows = [r for r in rows if isinstance(r["prompt"], str)]
     if not rows:
         return math.nan

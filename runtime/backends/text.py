@@ -70,6 +70,7 @@ from ftc.runtime.backends.loading import (
     model_class,
     quantization_config,
     set_seed,
+    virtual_positions,
 )
 
 __all__ = [
@@ -220,7 +221,8 @@ def max_length(ctx: TrainContext, tok: Any, model: Any) -> tuple[int, str]:
     cfg = model.config
     limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 1024
     model_max = tok.model_max_length if tok.model_max_length and tok.model_max_length < 10**6 else limit
-    return int(min(limit, model_max, 1024)), "truncate"
+    # prompt and prefix tuning take positions before the text: leave them room
+    return max(1, int(min(limit, model_max, 1024)) - virtual_positions(ctx)), "truncate"
 
 
 def target_text(value: Any) -> str:

@@ -257,3 +257,14 @@ def test_generation_early_stopping_watches_the_loss(make_ctx: MakeCtx) -> None:
                    eval_="metric exact_match; gate exact_match >= 0.0 on test")
     with pytest.raises(ValueError, match="use `early_stopping ... on val.loss`"):
         text.fit_sft(bad)
+
+
+@pytest.mark.parametrize(("method", "room"), [("prompt_tuning { virtual_tokens 6 }", 6),
+                                              ("prefix_tuning { prefix_length 5 }", 5), ("lora { rank 4 }", 0)])
+def test_length_limit_leaves_room_for_virtual_tokens(make_ctx: MakeCtx, method: str, room: int) -> None:
+    """Prompt and prefix tuning put positions before the text; the derived limit leaves them room,
+    or a full-length text would index past the position embeddings."""
+    ctx = make_ctx("generation", method, rows=(100, 20, 20))
+    model, tok = text.load_base(ctx)
+    limit = model.config.n_positions
+    assert text.max_length(ctx, tok, model) == (min(limit, 1024) - room, "truncate")

@@ -38,5 +38,5 @@ def test_mypy_strict(tmp_path: Path) -> None:
         (pkg / name).symlink_to(ROOT / name)
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     proc = subprocess.run([_tool("mypy"), "--strict", "--cache-dir", str(tmp_path / ".mypy_cache"),
-                           "-p", "ftc.compiler"], cwd=tmp_path, capture_output=True, text=True)
+                           "-p", "ftc.compiler", "-p", "ftc.runtime"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
