@@ -10,6 +10,22 @@ computations and reused by every backend. Conventions follow scikit-learn where 
   over the classes that have both positive and negative examples (NaN when none has).
 - loss is the mean negative log-likelihood of the true class (natural log, probabilities clipped).
 
+Decoded text (a greedy reply against its reference; generation and extraction):
+
+- `exact_match`: equal after collapsing whitespace, or equal as JSON values after parsing both.
+- generation `accuracy`: the share of replies equal to their reference after collapsing whitespace
+  (case and punctuation count; unlike `exact_match`, no JSON equivalence).
+- generation `f1`: SQuAD-style token F1 (bag of tokens): lowercased, split on whitespace, harmonic
+  mean of token precision and recall, averaged over examples; both empty scores 1, one empty 0.
+  Unlike SQuAD's script, punctuation and articles are kept.
+- extraction `accuracy`: the share of replies that parse as JSON and hold exactly the reference's
+  fields, each with an equal value (`json_fields`): the whole record is right.
+- extraction `f1`: field-level F1, micro-averaged: matched, predicted and reference fields are
+  pooled over the examples, F1 = 2 * matched / (predicted + reference). A field is a leaf of the
+  JSON value, named by its path (`{"a": {"b": [1]}}` has one field, a.b[0] = 1); values match when
+  equal after collapsing whitespace in strings (numbers as numbers: 1 == 1.0). A reply that does
+  not parse predicts no field; a reference that is not JSON is one field, its whole text.
+
 Metric names match the spec's gate syntax: `accuracy`, `f1.macro`, `precision.weighted`, `auc`, ...
 """
 
@@ -171,6 +187,97 @@ def exact_match(prediction: str, target: str) -> bool:
         return bool(json.loads(prediction) == json.loads(target))
     except (ValueError, TypeError):
         return False
+
+
+def text_accuracy(prediction: str, reference: str) -> bool:
+    """Generation `accuracy`: equal after collapsing whitespace (case and punctuation count)."""
+    return normalize_text(prediction) == normalize_text(reference)
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD-style token F1: the harmonic mean of token precision and recall over the bags of
+    lowercased whitespace tokens; both empty scores 1, one empty 0."""
+    from collections import Counter
+
+    pred, ref = prediction.lower().split(), reference.lower().split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+FieldPath = tuple[str | int, ...]
+
+
+def _leaf(value: Any) -> tuple[str, Any]:
+    if isinstance(value, str):
+        return ("str", normalize_text(value))
+    if isinstance(value, bool) or value is None:
+        return ("const", value)
+    if isinstance(value, int | float):
+        return ("num", float(value))
+    return ("empty", "{}" if isinstance(value, dict) else "[]")
+
+
+def _flatten(value: Any, path: FieldPath, out: dict[FieldPath, tuple[str, Any]]) -> None:
+    items: list[tuple[str | int, Any]] = []
+    if isinstance(value, dict):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    if items:
+        for key, child in items:
+            _flatten(child, (*path, key), out)
+    elif path or not isinstance(value, dict | list):  # a nested empty container is a field; the top one is not
+        out[path] = _leaf(value)
+
+
+def json_fields(text: str) -> dict[FieldPath, tuple[str, Any]] | None:
+    """The leaves of a JSON value by path (`{"a": {"b": [1]}}` -> {("a", "b", 0): 1.0}), strings
+    whitespace-collapsed and numbers as floats; None when `text` is not JSON."""
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError):
+        return None
+    out: dict[FieldPath, tuple[str, Any]] = {}
+    _flatten(value, (), out)
+    return out
+
+
+def _field_pair(prediction: str, reference: str) -> tuple[dict[FieldPath, Any] | None, dict[FieldPath, Any]]:
+    ref = json_fields(reference)
+    if ref is None:  # not JSON: the whole text is one field
+        whole: dict[FieldPath, Any] = {(): ("str", normalize_text(prediction))} if prediction.strip() else {}
+        return whole, {(): ("str", normalize_text(reference))}
+    return json_fields(prediction), ref
+
+
+def field_counts(prediction: str, reference: str) -> tuple[int, int, int]:
+    """(matched, predicted, reference) fields of an extraction reply (see `json_fields`)."""
+    pred, ref = _field_pair(prediction, reference)
+    pred = pred or {}
+    matched = sum(1 for path, value in pred.items() if ref.get(path) == value)
+    return matched, len(pred), len(ref)
+
+
+def field_f1(counts: Iterable[tuple[int, int, int]]) -> float:
+    """Micro-averaged field F1 over (matched, predicted, reference) counts: 2m / (p + r); 1 when
+    no example has a field on either side."""
+    matched = predicted = reference = 0
+    for m, p, r in counts:
+        matched, predicted, reference = matched + m, predicted + p, reference + r
+    return 2 * matched / (predicted + reference) if predicted + reference else 1.0
+
+
+def record_match(prediction: str, reference: str) -> bool:
+    """Extraction `accuracy`: the reply parses and holds exactly the reference's fields and values."""
+    if json_fields(reference) is None:
+        return text_accuracy(prediction, reference)
+    pred, ref = _field_pair(prediction, reference)
+    return pred is not None and pred == ref
 
 
 def format_valid(text: str, schema: dict[str, Any] | None) -> bool:

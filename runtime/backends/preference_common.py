@@ -286,24 +286,9 @@ def wants_decoding(ctx: TrainContext) -> bool:
     return bool(declared(ctx) & set(DECODED))
 
 
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD's token F1: the harmonic mean of token precision and recall (whitespace tokens,
-    whitespace-collapsed; both empty scores 1)."""
-    from collections import Counter
-
-    pred, ref = metrics.normalize_text(prediction).split(), metrics.normalize_text(reference).split()
-    if not pred or not ref:
-        return float(pred == ref)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
 def decoded_scores(ctx: TrainContext, predictions: list[str], references: list[str]) -> dict[str, list[float]]:
     """Per-example scores of the declared decoding metrics: exact_match (metrics.exact_match),
-    f1 (token F1) and format_validity (JSON, against `output_schema` when the model declares one)."""
+    f1 (metrics.token_f1) and format_validity (JSON, against `output_schema` when the model declares one)."""
     from ftc.runtime.backends.text_eval import output_schema
 
     wanted = declared(ctx)
@@ -312,7 +297,7 @@ def decoded_scores(ctx: TrainContext, predictions: list[str], references: list[s
     if "exact_match" in wanted:
         out["exact_match"] = [float(metrics.exact_match(p, r)) for p, r in pairs]
     if "f1" in wanted:
-        out["f1"] = [token_f1(p, r) for p, r in pairs]
+        out["f1"] = [metrics.token_f1(p, r) for p, r in pairs]
     if "format_validity" in wanted:
         schema = output_schema(ctx)
         out["format_validity"] = [float(metrics.format_valid(p.strip(), schema)) for p, _ in pairs]

@@ -1,11 +1,17 @@
 """Evaluation and latency for the text backend (public through text.py).
 
 classification: accuracy, precision/recall/F1 (micro, macro, weighted), one-vs-rest AUC and loss
-    (mean cross-entropy), plus the bare names the spec declared (`metric f1 macro` -> `f1`); the
-    confusion matrix goes to `extra`.
+    (mean cross-entropy), plus the bare names `precision`, `recall` and `f1`: the average the spec
+    declared (`metric f1 weighted` -> `f1` = `f1.weighted`), macro otherwise (the language's
+    default); the confusion matrix goes to `extra`.
 generation / extraction: loss and perplexity on the target tokens only (the prompt is masked, as
-    in training), exact_match of a greedy decode against the target, and for extraction (or when
-    a spec declares it) format_validity: the decode parses as JSON and satisfies `output_schema`.
+    in training); of a greedy decode against the target: exact_match, accuracy and f1, and for
+    extraction (or when a spec declares it) format_validity: the decode parses as JSON and
+    satisfies `output_schema`. accuracy and f1 depend on the task (definitions in metrics.py):
+    generation: accuracy = equal after collapsing whitespace, f1 = SQuAD-style token F1 (lowercased
+    whitespace tokens, averaged over examples); extraction: accuracy = the parsed reply holds
+    exactly the reference's fields and values, f1 = field-level F1 over the JSON leaves, pooled
+    over the examples (micro).
 Every metric is also computed on each `slice` of the data block that has rows in the split.
 """
 
@@ -81,7 +87,10 @@ def _evaluate_classification(ctx: TrainContext, model: Any, tok: Any, split: str
     def compute(idx: list[int]) -> dict[str, float]:
         m = metrics.classification_metrics([y[i] for i in idx], probs[idx])
         m.pop("n", None)
-        return metrics.with_declared_averages(m, declared)
+        m = metrics.with_declared_averages(m, declared)
+        for name in ("precision", "recall", "f1"):  # undeclared: the language's default average
+            m.setdefault(name, m[f"{name}.macro"])
+        return m
 
     every = list(range(len(kept)))
     pred = probs.argmax(axis=1).tolist() if len(kept) else []
@@ -199,14 +208,26 @@ def _evaluate_generation(ctx: TrainContext, model: Any, tok: Any, split: str,
         for i in range(0, len(exs), batch):
             nll.extend(_nll(model, exs[i: i + batch], tok.pad_token_id))
         preds = [_generate(model, tok, e) for e in exs]
-    wants_format = ctx.spec.model.task == "extraction" or any(n == "format_validity" for n, _ in _declared(ctx))
+    extraction = ctx.spec.model.task == "extraction"
+    wants_format = extraction or any(n == "format_validity" for n, _ in _declared(ctx))
     schema = output_schema(ctx) if wants_format else None
+    pairs = [(p, e.target) for p, e in zip(preds, exs, strict=True)]
+    exact = [float(metrics.exact_match(p, t)) for p, t in pairs]
+    if extraction:
+        right = [float(metrics.record_match(p, t)) for p, t in pairs]
+        fields = [metrics.field_counts(p, t) for p, t in pairs]
+    else:
+        right = [float(metrics.text_accuracy(p, t)) for p, t in pairs]
+        token_f1 = [metrics.token_f1(p, t) for p, t in pairs]
 
     def compute(idx: list[int]) -> dict[str, float]:
         tokens = sum(nll[i][1] for i in idx)
         loss = sum(nll[i][0] for i in idx) / tokens if tokens else math.nan
         out = {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf,
-               "exact_match": sum(metrics.exact_match(preds[i], exs[i].target) for i in idx) / len(idx)}
+               "exact_match": sum(exact[i] for i in idx) / len(idx),
+               "accuracy": sum(right[i] for i in idx) / len(idx),
+               "f1": (metrics.field_f1(fields[i] for i in idx) if extraction
+                      else sum(token_f1[i] for i in idx) / len(idx))}
         if wants_format:
             out["format_validity"] = sum(metrics.format_valid(preds[i], schema) for i in idx) / len(idx)
         return out

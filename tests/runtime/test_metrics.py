@@ -129,3 +129,64 @@ def test_slice_indices_and_all_conditions() -> None:
     conds = [s.Condition("channel", "==", "email", SPAN), s.Condition("n", ">=", 3.0, SPAN)]
     assert metrics.slice_indices(ROWS, conds) == [0]
     assert metrics.slice_indices(ROWS, []) == [0, 1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoded text: token F1 (generation), record accuracy and field F1 (extraction)
+
+
+@pytest.mark.parametrize(("prediction", "reference", "expected"), [
+    ("", "", 1.0),  # both empty
+    ("   \n", "", 1.0),  # whitespace only is empty
+    ("", "the cat", 0.0),
+    ("the cat", "", 0.0),
+    ("The  Cat\nsat", "the cat sat", 1.0),  # lowercased, whitespace tokens
+    ("a b c d", "e f", 0.0),
+    ("the cat sat", "the cat", 0.8),  # precision 2/3, recall 1: 2 * (2/3) / (5/3)
+    ("a a b", "a b b", 2 / 3),  # bags: common = min counts = 1 + 1
+    ("cat.", "cat", 0.0),  # punctuation is part of the token
+])
+def test_token_f1(prediction: str, reference: str, expected: float) -> None:
+    assert metrics.token_f1(prediction, reference) == pytest.approx(expected)
+    assert metrics.token_f1(reference, prediction) == pytest.approx(expected)  # symmetric
+
+
+def test_text_accuracy_collapses_whitespace_only() -> None:
+    assert metrics.text_accuracy(" hello \n world ", "hello world")
+    assert not metrics.text_accuracy("Hello world", "hello world")
+    assert not metrics.text_accuracy('{"a": 1, "b": 2}', '{"b": 2, "a": 1}')  # text, unlike exact_match
+    assert metrics.text_accuracy("", "  ")
+
+
+def test_json_fields_flatten_leaves_by_path() -> None:
+    fields = metrics.json_fields('{"a": {"b": [1, "x  y"]}, "c": null, "d": [], "e": true}')
+    assert fields == {("a", "b", 0): ("num", 1.0), ("a", "b", 1): ("str", "x y"), ("c",): ("const", None),
+                      ("d",): ("empty", "[]"), ("e",): ("const", True)}
+    assert metrics.json_fields("{}") == {} and metrics.json_fields("3") == {(): ("num", 3.0)}
+    assert metrics.json_fields("{name: 1}") is None and metrics.json_fields("") is None
+    assert metrics.json_fields("1") != metrics.json_fields("true")  # True == 1 in Python, not here
+
+
+def test_field_counts_and_micro_f1_by_hand() -> None:
+    ref = '{"name": "alice", "ok": true, "total": 3}'
+    assert metrics.field_counts('{"ok": true, "total": 3.0, "name": " alice"}', ref) == (3, 3, 3)
+    assert metrics.field_counts('{"name": "alice", "ok": false, "extra": 1}', ref) == (1, 3, 3)
+    assert metrics.field_counts("not json", ref) == (0, 0, 3)
+    assert metrics.field_counts("{}", "{}") == (0, 0, 0)
+    assert metrics.field_counts("alice ", "alice") == (1, 1, 1)  # a non-JSON reference is one field
+    assert metrics.field_counts("", "alice") == (0, 0, 1)
+    # pooled: matched 3 + 1 + 0, predicted 3 + 3 + 0, reference 3 + 3 + 3 -> 2 * 4 / (6 + 9)
+    counts = [(3, 3, 3), (1, 3, 3), (0, 0, 3)]
+    assert metrics.field_f1(counts) == pytest.approx(8 / 15)
+    assert metrics.field_f1([(0, 0, 0)]) == 1.0 and metrics.field_f1([]) == 1.0
+    assert metrics.field_f1([(0, 2, 0)]) == 0.0
+
+
+def test_record_match_needs_every_field_and_no_extra() -> None:
+    ref = '{"name": "alice", "ok": true}'
+    assert metrics.record_match('{"ok": true,  "name": "alice"}', ref)
+    assert not metrics.record_match('{"name": "alice"}', ref)
+    assert not metrics.record_match('{"name": "alice", "ok": true, "x": 1}', ref)
+    assert not metrics.record_match('{"name": "alice", "ok": 1}', ref)
+    assert not metrics.record_match("", "{}") and metrics.record_match("{ }", "{}")
+    assert metrics.record_match("alice  smith", "alice smith")  # a non-JSON reference compares as text
