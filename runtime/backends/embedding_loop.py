@@ -7,16 +7,22 @@ with a `negative` field, the B hard negatives); each anchor's own positive is it
 other candidate a negative; logits are cosine similarities over the signal's temperature
 (sentence-transformers' MultipleNegativesRankingLoss, written out rather than adding that package).
 
-Checkpoints (run_dir/checkpoints/checkpoint-N) hold the trainable weights (safetensors),
-optimizer and scheduler state and state.json; each is written under .staging and moved into place
-with its COMPLETE marker (runtime/checkpoints.py), so resume never reads a half-written one.
+Checkpoints (run_dir/checkpoints/checkpoint-N) hold the trainable weights, the optimizer state and
+the RNG states (safetensors + JSON), the scheduler and loss-scaler states and state.json: no
+pickles. The files are written under .staging on the training thread; `checkpoints.finish` (the
+COMPLETE marker, an fsync of every file and folder, one atomic move into place, retention with the
+marker removed first) runs on a background `checkpoints.Finisher` while training goes on. The loop
+waits for it before the next checkpoint, at the end of `run` (so the best checkpoint is in place
+before it is loaded) and when an error leaves the loop; an error the finisher met is raised there.
+A kill at any point leaves either a complete checkpoint or one resume ignores, and resume restores
+the RNG states too, so a resumed run is bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -142,44 +148,70 @@ class State:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _save_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, state: State,
-                     keep: int | None) -> Path:
-    import torch
+WEIGHTS, STATE = "trainable.safetensors", "state.json"
+LEGACY_OPTIMIZER = "optimizer.pt"  # written by earlier versions (torch.save); read with weights_only
+
+
+def _json_state(what: str, state: dict[str, Any]) -> str:
+    try:
+        return json.dumps(state, allow_nan=True)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"the {what} state cannot be checkpointed as JSON ({e}); checkpoints hold no pickles") from e
+
+
+def write_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, scaler: Any, state: State) -> Path:
+    """Write checkpoint-<step> into `folder`/.staging (on the training thread: the tensors are
+    copied now); returns it, unmarked, for `checkpoints.finish`."""
     from safetensors.torch import save_file
 
-    name = f"checkpoint-{state.step}"
     staging = folder / checkpoints.STAGING
     shutil.rmtree(staging, ignore_errors=True)
-    tmp = staging / name
+    tmp = staging / f"checkpoint-{state.step}"
     tmp.mkdir(parents=True)
     weights = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(weights, str(tmp / "trainable.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(asdict(state), default=str), encoding="utf-8")
-    (tmp / checkpoints.COMPLETE).write_text(json.dumps({"step": state.step}) + "\n", encoding="utf-8")
-    final = folder / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    shutil.rmtree(staging, ignore_errors=True)
-    checkpoints.rotate(folder, keep if keep is not None else 1, state.best_checkpoint)
-    return final
+    save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    opt = checkpoints.optimizer_files(optimizer.state_dict())
+    if opt is None:
+        raise TypeError(f"the {type(optimizer).__name__} state holds objects other than tensors and numbers; "
+                        "checkpoints hold no pickles")
+    save_file(opt[0], str(tmp / checkpoints.OPTIMIZER), metadata={"format": "pt"})
+    (tmp / checkpoints.OPTIMIZER_META).write_text(opt[1], encoding="utf-8")
+    (tmp / checkpoints.SCHEDULER).write_text(_json_state("scheduler", scheduler.state_dict()), encoding="utf-8")
+    if scaler is not None:
+        (tmp / checkpoints.SCALER).write_text(_json_state("loss scaler", scaler.state_dict()), encoding="utf-8")
+    rng, rng_meta = checkpoints.rng_files()
+    save_file(rng, str(tmp / checkpoints.RNG), metadata={"format": "pt"})
+    (tmp / checkpoints.RNG_META).write_text(rng_meta, encoding="utf-8")
+    (tmp / STATE).write_text(json.dumps(asdict(state), default=str), encoding="utf-8")
+    return tmp
 
 
 def load_weights(model: Any, checkpoint: Path) -> None:
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(checkpoint / "trainable.safetensors")), strict=False)
+    model.load_state_dict(load_file(str(checkpoint / WEIGHTS)), strict=False)
 
 
-def _resume(last: Path, model: Any, optimizer: Any, scheduler: Any) -> State:
+def _resume(last: Path, model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> State:
     import torch
+    from safetensors.torch import load_file
 
     load_weights(model, last)
-    saved = torch.load(last / "optimizer.pt", map_location=device_of(model), weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    return State(**json.loads((last / "state.json").read_text(encoding="utf-8")))
+    if (last / checkpoints.OPTIMIZER_META).is_file():
+        tensors = load_file(str(last / checkpoints.OPTIMIZER))  # load_state_dict moves them to the params
+        meta = (last / checkpoints.OPTIMIZER_META).read_text(encoding="utf-8")
+        optimizer.load_state_dict(checkpoints.optimizer_state(dict(tensors), meta))
+        scheduler.load_state_dict(json.loads((last / checkpoints.SCHEDULER).read_text(encoding="utf-8")))
+    else:
+        saved = torch.load(last / LEGACY_OPTIMIZER, map_location=device_of(model), weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+    if scaler is not None and (last / checkpoints.SCALER).is_file():
+        scaler.load_state_dict(json.loads((last / checkpoints.SCALER).read_text(encoding="utf-8")))
+    if (last / checkpoints.RNG_META).is_file():
+        checkpoints.restore_rng(dict(load_file(str(last / checkpoints.RNG))),
+                                (last / checkpoints.RNG_META).read_text(encoding="utf-8"))
+    return State(**json.loads((last / STATE).read_text(encoding="utf-8")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +241,9 @@ def _permutation(n: int, seed: int, epoch: int) -> Any:
 
 class Loop:
     """Optimizer steps over shuffled micro-batches; at each epoch end (or every `checkpoints every
-    N steps`): validation loss (with early stopping) and a checkpoint."""
+    N steps`): validation loss (with early stopping) and a checkpoint, finished in the background."""
+
+    background = True  # finish checkpoints on a background thread (False: before training goes on)
 
     def __init__(self, ctx: TrainContext, model: Any, tok: Any, rec: text.Recorder) -> None:
         import torch
@@ -230,11 +264,26 @@ class Loop:
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.state = State()
         self.saved_at = -1
+        self.finisher = checkpoints.Finisher()
 
     def run(self) -> State:
+        """Train to the last step; every checkpoint is finished (in place, retention done) on return."""
+        self.finisher.wait()
+        try:
+            self._run()
+        except BaseException as error:
+            try:  # the checkpoint before the error still lands; the training error is the one raised
+                self.finisher.wait()
+            except Exception as also:  # noqa: BLE001
+                error.add_note(f"finishing the last checkpoint failed too: {also!r}")
+            raise
+        self.finisher.wait()  # before the caller loads the best checkpoint or exports
+        return self.state
+
+    def _run(self) -> None:
         last = text.resume_checkpoint(self.ctx, self.rec)
         if last is not None:
-            self.state = _resume(Path(last), self.model, self.optimizer, self.scheduler)
+            self.state = _resume(Path(last), self.model, self.optimizer, self.scheduler, self.scaler)
             self.rec.history[:0] = self.state.history  # the events before the resume, then ours
             self.state.history = self.rec.history
             self.saved_at = self.state.step
@@ -254,7 +303,6 @@ class Loop:
                 self._checkpoint()
         if self.saved_at != self.state.step:
             self._checkpoint()
-        return self.state
 
     def _epoch(self, groups: list[list[Triple]]) -> None:
         accum = self.tr.grad_accum
@@ -322,5 +370,12 @@ class Loop:
                 else:
                     self.state.bad_evals += 1
                     self.state.stopped_early = self.state.bad_evals >= es.patience
-        _save_checkpoint(self.folder, self.model, self.optimizer, self.scheduler, self.state, self.keep)
+        self.finisher.wait()  # the previous one is in place (and retention done) before this one is staged
+        staged = write_checkpoint(self.folder, self.model, self.optimizer, self.scheduler, self.scaler, self.state)
+        job = functools.partial(checkpoints.finish, staged, self.folder, self.keep if self.keep is not None else 1,
+                                self.state.best_checkpoint)
+        if self.background:
+            self.finisher.start(job)
+        else:
+            job()
         self.saved_at = self.state.step
