@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ftc import __version__
@@ -231,23 +234,71 @@ def _gate(g: s.Gate) -> dict[str, Any]:
 
 
 def _eval_nodes(b: _Builder, c: CheckedSpec, tok: str, final: str) -> list[str]:
-    ev = s.complete(c.spec).eval
+    spec = s.complete(c.spec)
+    ev = spec.eval
     metrics = [_plain(m) for m in ev.metrics]
+    reads = eval_reads(spec)
     splits = sorted({g.split or "test" for g in ev.gates if g.dataset is None and g.metric != "latency"} | {"test"})
     out: list[str] = []
     for split in splits:
         slices = sorted({g.slice for g in ev.gates if (g.split or "test") == split and g.slice})
-        params = {"split": split, "metrics": metrics, "slices": slices}
+        params = {"split": split, "metrics": metrics, "slices": slices}  # the rows' reads: via `tok`'s inputs
         out.append(b.add(f"eval.base.{split}", "evaluate", [tok, "model.load_base"], {**params, "model": "base"}))
         out.append(b.add(f"eval.tuned.{split}", "evaluate", [tok, final], {**params, "model": "tuned"}))
-    for g in ev.gates:
-        if g.dataset is not None:
-            params = {"dataset": g.dataset, "metric": g.qualifier or "loss"}
-            out.append(b.add("eval.base.regression", "evaluate", ["model.load_base"], {**params, "model": "base"}))
-            out.append(b.add("eval.tuned.regression", "evaluate", [final], {**params, "model": "tuned"}))
+    regression = {g.dataset: g for g in ev.gates if g.dataset is not None}
+    for dataset in sorted(regression):
+        params = {"dataset": dataset, **_regression_file(c, dataset, regression[dataset]), "metrics": metrics,
+                  "max_length": _plain(spec.data.max_length), **reads}
+        suffix = regression_slug(dataset)
+        out.append(b.add(f"eval.base.regression.{suffix}", "evaluate", ["model.load_base"],
+                         {**params, "model": "base"}))
+        out.append(b.add(f"eval.tuned.regression.{suffix}", "evaluate", [final], {**params, "model": "tuned"}))
     if any(g.metric == "latency" for g in ev.gates):
-        out.append(b.add("eval.latency", "latency", [tok, final], {"warmup": ev.latency_warmup, "split": "test"}))
+        out.append(b.add("eval.latency", "latency", [tok, "model.load_base", final],
+                         {"warmup": ev.latency_warmup, "split": "test"}))
     return sorted(set(out))
+
+
+def eval_reads(spec: s.Complete) -> dict[str, Any]:
+    """What an evaluation reads from the spec besides its rows and its model, so that a change of
+    any of them changes the evaluation node's hash (the base model's cached result is keyed by it):
+    the signal (which columns are scored; DPO's beta), the `fields` mapping and the slices' rules."""
+    return {"signal": _plain(spec.signal), "fields": _plain(spec.data.fields), "slice_rules": _plain(spec.data.slices)}
+
+
+def regression_slug(dataset: str) -> str:
+    """A node-id suffix for a regression set: its file name's stem (letters, digits, `_`) and a
+    short hash of the path as written, so that `a/general.jsonl` and `b/general.jsonl` differ."""
+    stem = PurePosixPath(dataset.replace("\\", "/")).name.split(".")[0].lower()
+    slug = re.sub(r"[^a-z0-9]+", "_", stem).strip("_")[:24] or "file"
+    return f"{slug}_{hashlib.sha256(dataset.encode()).hexdigest()[:8]}"
+
+
+def content_sha256(path: Path) -> str | None:
+    """sha256 of a file's bytes (what `sha256sum` prints); of a folder's files, names and bytes
+    (data/cache.py's file_digest); None when there is nothing there."""
+    if path.is_dir():
+        from ftc.compiler.data.cache import file_digest
+
+        return file_digest(path)
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _regression_file(c: CheckedSpec, dataset: str, g: s.Gate) -> dict[str, Any]:
+    """The regression set's content hash (None when it is missing) and, when the gate was written
+    in another file (`extends`), its path relative to the spec's folder, which evaluation reads."""
+    path = c.resolve_path(dataset, g.span)
+    out: dict[str, Any] = {"sha256": content_sha256(path)}
+    if not Path(dataset).expanduser().is_absolute() and c.dir_of(g.span) != c.dir_of(None):
+        out["path"] = Path(os.path.relpath(path, c.dir_of(None))).as_posix()
+    return out
 
 
 # --- renderings ---------------------------------------------------------------------------------
@@ -257,10 +308,11 @@ def render_text(plan: Plan) -> str:
              "data: " + ", ".join(f"{k} {v} rows" for k, v in sorted(plan.data['sizes'].items())),
              f"base: {plan.base['ref']}" + (f" @ {plan.base['revision']}" if plan.base.get('revision') else "")
              + (f" (sha256 {plan.base['sha256'][:12]})" if plan.base.get('sha256') else ""), ""]
+    width = max([24, *(len(n.id) for n in plan.nodes)])
     for n in plan.topological():
         est_text = ", ".join(f"{k} {_human(k, v)}" for k, v in sorted(n.estimate.items()) if v is not None and k != "rows")
         after = f"  <- {', '.join(n.inputs)}" if n.inputs else ""
-        lines.append(f"  {n.id:<24} {n.kind:<14} {n.hash[:10]}{after}" + (f"   [{est_text}]" if est_text else ""))
+        lines.append(f"  {n.id:<{width}} {n.kind:<14} {n.hash[:10]}{after}" + (f"   [{est_text}]" if est_text else ""))
     for w in plan.waivers:
         lines.append(f"waived {w['code']}: {w['reason']}")
     return "\n".join(lines) + "\n"

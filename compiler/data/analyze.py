@@ -8,6 +8,7 @@ with sizes and content hashes, and the located problems met on the way. Data rul
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,19 @@ from ftc.compiler.data.table import RowProblem, Table
 
 if TYPE_CHECKING:
     from ftc.compiler.check import CheckedSpec
+    from ftc.compiler.source import Span
+
+
+@dataclass
+class EvalSet:
+    """A data file a gate evaluates on (`gate regression <= 0.02 vs base on "data/general.jsonl"`),
+    read as `ftc run` reads it (format inferred, the spec's `fields` applied) and checked against
+    the signal's row contract. `usable` counts the rows that parsed and satisfy the contract."""
+
+    dataset: str  # the path as the gate writes it
+    part: Part
+    usable: int
+    span: Span | None  # the gate's file string in the spec
 
 
 @dataclass
@@ -30,6 +44,7 @@ class DataReport:
     problems: list[RowProblem] = field(default_factory=list)
     bad_rows: dict[str, int] = field(default_factory=dict)  # display path -> rows not usable
     stages: dict[str, dict[str, Part]] = field(default_factory=dict)  # rlhf stage -> parts
+    evalsets: dict[str, EvalSet] = field(default_factory=dict)  # gate's path as written -> its file's rows
 
     def summary(self) -> dict[str, Any]:
         return {"sizes": self.sizes, "hashes": self.hashes}
@@ -53,7 +68,7 @@ def _read(c: CheckedSpec, data: s.Data, f: s.DataFile, mapping: dict[str, str], 
 
 
 def _validate(c: CheckedSpec, table: Table, stage: str | None, report: DataReport,
-              mapping: dict[str, str]) -> None:
+              mapping: dict[str, str]) -> int:
     from ftc.compiler.data.contracts import row_schema, validate_rows
 
     output_schema = None
@@ -69,6 +84,7 @@ def _validate(c: CheckedSpec, table: Table, stage: str | None, report: DataRepor
     report.problems.extend(problems)
     if invalid:  # reported by FT201 (an error); the rows stay in the analysis so that counts are true
         report.bad_rows[table.path] = report.bad_rows.get(table.path, 0) + invalid
+    return invalid
 
 
 def _parts(c: CheckedSpec, data: s.Data, stage: str | None, report: DataReport) -> dict[str, Part]:
@@ -109,7 +125,61 @@ def analyze(c: CheckedSpec) -> DataReport:
                 for n, p in report.stages[stage].items():
                     report.sizes[f"{stage}.{n}"] = len(p)
                     report.hashes[f"{stage}.{n}"] = p.sha256
+    _evalsets(c, report)
     return report
+
+
+def gate_file_span(c: CheckedSpec, gate: s.Gate) -> Span:
+    """The span of a gate's file string (`on "data/general.jsonl"`), else the whole gate."""
+    src = c.sources.get(gate.span.path)
+    if src is not None:
+        text = src.text[gate.span.start:gate.span.end]
+        found = [m for m in _ON_FILE.finditer(text)]
+        if found:
+            m = found[-1]
+            return src.span(gate.span.start + m.start(1), gate.span.start + m.end(1))
+    return gate.span
+
+
+_ON_FILE = re.compile(r'\bon\s+("(?:[^"\\\n]|\\.)*")')
+
+
+def _evalsets(c: CheckedSpec, report: DataReport) -> None:
+    """Read every data file a gate evaluates on, as `ftc run` does (runtime/backends/text_eval.py
+    `read_rows`: format inferred, `fields` applied), and check its rows against the contract of
+    the signal's own data (an RLHF policy is evaluated on prompts). A file that is also one of the
+    spec's splits is not validated twice: its problems are reported once, for the split."""
+    from ftc.compiler.check import display_path
+    from ftc.compiler.data.contracts import apply_mapping
+    from ftc.compiler.data.readers import read_table
+
+    spec = c.spec
+    if spec.eval is None:
+        return
+    data = spec.data
+    mapping = dict(data.fields.mapping) if data is not None and data.fields is not None else {}
+    stage = "policy" if spec.signal is not None and spec.signal.kind == "rlhf" else None
+    split_files = {t.path for t in report.tables}
+    seen: set[Path] = set()
+    for g in spec.eval.gates:
+        if g.dataset is None:
+            continue
+        real = c.resolve_path(g.dataset, g.span)
+        key = real.resolve()
+        if key in seen or not real.exists():  # a missing file is FT180's finding
+            continue
+        seen.add(key)
+        shown = display_path(real)
+        table = read_table(real, shown)
+        invalid = 0
+        if shown not in split_files:
+            _collect(table, report)
+            invalid = _validate(c, table, stage, report, mapping)
+        if mapping:
+            table.rows = apply_mapping(table.rows, mapping)
+        part = presplit({shown: table})[shown]
+        report.evalsets[g.dataset] = EvalSet(g.dataset, part, max(0, len(table.rows) - invalid),
+                                             gate_file_span(c, g))
 
 
 def data_paths(c: CheckedSpec) -> list[Path]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ftc.compiler.rules import (
     compat,
     data,
+    evalsets,
     evaluation,
     files,
     frontend,
@@ -116,6 +117,7 @@ RULES: tuple[Rule, ...] = (
     data.slice_empty,
     data.label_unseen,
     data.empty_split,
+    evalsets.eval_file_too_small,
     # hardware profiles (`--target`)
     target.precision_unsupported,
     target.target_memory,

@@ -208,7 +208,9 @@ def leakage_exact(c: CheckedSpec) -> Iterator[Hit]:
 
     Why:
     An evaluation example that also sits in training makes validation look great while real
-    performance collapses. Remove the duplicates from val/test (or from train).
+    performance collapses. Remove the duplicates from val/test (or from train). The files that
+    gates evaluate on (`gate regression <= 0.02 vs base on "data/general.jsonl"`) are checked too:
+    a general set that overlaps training overstates what the model kept.
     """
     report = _report(c)
     if report is None or "train" not in report.parts:
@@ -220,6 +222,9 @@ def leakage_exact(c: CheckedSpec) -> Iterator[Hit]:
             yield _leak_hit(c, "exact duplicate", train, other, pairs,
                             f"remove these rows from {other.name} (or from train); `dedup exact` does not fix "
                             "leakage across files")
+    from ftc.compiler.rules.evalsets import evalset_leaks
+
+    yield from evalset_leaks(c)  # the files gates evaluate on (`on "data/general.jsonl"`)
 
 
 @rule("FT206", "leakage-near", ERROR, guard=True, stage="data")

@@ -66,9 +66,33 @@ def assert_no_pickles(folder: Path) -> None:
         raise RuntimeError(f"pickle files in an artifact: {[str(p) for p in bad]}")
 
 
+def canonicalise(folder: Path) -> None:
+    """Make an artifact's bytes depend on the training only, so the same run gives the same hash:
+    peft writes `target_modules` from a set (its order follows Python's per-process string hash),
+    and a fast tokenizer saves whatever truncation/padding its last call left set (a tokenised-data
+    cache hit skips those calls). Loading is unaffected: peft reads a list as well as a set, and
+    transformers sets truncation and padding on every call."""
+    for cfg in folder.rglob("adapter_config.json"):
+        doc = json.loads(cfg.read_text(encoding="utf-8"))
+        changed = False
+        for key in ("target_modules", "modules_to_save", "layers_to_transform"):
+            if isinstance(doc.get(key), list) and all(isinstance(v, (str, int)) for v in doc[key]):
+                ordered = sorted(doc[key], key=str)
+                changed |= ordered != doc[key]
+                doc[key] = ordered
+        if changed:
+            cfg.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for tok in folder.rglob("tokenizer.json"):
+        doc = json.loads(tok.read_text(encoding="utf-8"))
+        if doc.get("truncation") is not None or doc.get("padding") is not None:
+            doc["truncation"], doc["padding"] = None, None
+            tok.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def publish(tmp: Path, final: Path) -> Path:
     """Move a finished folder into place (replacing an older one)."""
     assert_no_pickles(tmp)
+    canonicalise(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -120,3 +121,105 @@ def test_reviewed_plan_is_refused_when_data_changed(tmp_path: Path, monkeypatch:
     test_file.write_text("".join(reversed(test_file.read_text().splitlines(keepends=True))))
     res = runner.invoke(cli, ["run", "plan.json", "--dry-run"])
     assert res.exit_code == 1 and "the test data changed" in res.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Regression sets: one pair of evaluation nodes per file, with the file's content hash
+
+REGRESSION_GATES = ('    gate regression <= 0.02 vs base on "data/general.jsonl"\n'
+                    '    gate regression.accuracy <= 0.05 vs base on "data/general.jsonl"\n'
+                    '    gate regression <= 0.02 vs base on "extra/general.jsonl"\n'
+                    '    gate regression <= 0.05 vs base on "data/safety.jsonl"\n')
+WORDS = ["invoice", "crash", "login", "parcel", "refund", "screen", "token", "courier", "receipt", "timeout"]
+
+
+def _regression_project(root: Path) -> Path:
+    """ticket-triage with three regression sets (two of them named general.jsonl, in different folders)."""
+    shutil.copytree(ROOT / "specs", root / "specs")
+    folder = root / "specs/ticket-triage"
+    labels = ["billing", "bug", "account", "shipping"]
+    for n, rel in enumerate(("data/general.jsonl", "extra/general.jsonl", "data/safety.jsonl")):
+        rows = [{"text": f"{WORDS[i % 10]} {WORDS[(i * 7 + n) % 10]} set {n} item {i} of a general check",
+                 "label": labels[i % 4]} for i in range(120)]
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    spec = folder / "ticket-triage.ftspec"
+    spec.write_text(spec.read_text().replace("    gate latency.p95 <= 50ms\n",
+                                             "    gate latency.p95 <= 50ms\n" + REGRESSION_GATES))
+    return spec.relative_to(root)
+
+
+def _regression_nodes(plan: Plan) -> dict[str, tuple[str, str]]:
+    """dataset -> (base node id, tuned node id)"""
+    out: dict[str, dict[str, str]] = {}
+    for n in plan.nodes:
+        if n.kind == "evaluate" and n.params.get("dataset"):
+            out.setdefault(n.params["dataset"], {})[n.params["model"]] = n.id
+    return {k: (v["base"], v["tuned"]) for k, v in out.items()}
+
+
+def test_each_regression_set_has_its_own_evaluation_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = _regression_project(tmp_path)
+    plan = _plan(spec)
+    nodes = _regression_nodes(plan)
+    assert sorted(nodes) == ["data/general.jsonl", "data/safety.jsonl", "extra/general.jsonl"]
+    ids = [i for pair in nodes.values() for i in pair]
+    assert len(ids) == len(set(ids)) == 6  # two gates on one file share its nodes; same names differ by folder
+    base, tuned = nodes["data/general.jsonl"]
+    assert base.startswith("eval.base.regression.general_") and tuned == base.replace(".base.", ".tuned.")
+    assert nodes["extra/general.jsonl"][0].startswith("eval.base.regression.general_")
+    assert nodes["data/safety.jsonl"][0].startswith("eval.base.regression.safety_")
+    gates_node = plan.node("gates")
+    assert set(ids) <= set(gates_node.inputs)  # every set is measured before the gates are judged
+    assert plan.node(base).inputs == ("model.load_base",) and plan.node(tuned).inputs == ("train",)
+    for dataset, (b, _) in nodes.items():
+        params = plan.node(b).params
+        data = (tmp_path / "specs/ticket-triage" / dataset).read_bytes()
+        assert params["sha256"] == hashlib.sha256(data).hexdigest()
+        assert params["signal"] == plan.node("train").params["signal"] and params["signal"]["input"] == "text"
+        assert params["fields"] is None and params["slice_rules"][0]["name"] == "email"
+    assert _plan(spec).to_json() == plan.to_json()  # deterministic, ids included
+
+
+def test_a_regression_sets_bytes_change_its_nodes_hashes_and_its_path_their_ids(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = _regression_project(tmp_path)
+    before = _plan(spec)
+    safety = tmp_path / "specs/ticket-triage/data/safety.jsonl"
+    safety.write_text("".join(reversed(safety.read_text().splitlines(keepends=True))))
+    after = _plan(spec)
+    nodes = _regression_nodes(before)
+    assert nodes == _regression_nodes(after)  # ids follow the path, not the bytes
+    changed = {n.id for n in before.nodes if n.hash != after.node(n.id).hash}
+    assert changed == {*nodes["data/safety.jsonl"], "gates", "register"} and before.hash != after.hash
+    text = tmp_path / spec
+    base_node = nodes["data/general.jsonl"][0]
+    renamed = tmp_path / "specs/ticket-triage/data/general2.jsonl"
+    shutil.copy(tmp_path / "specs/ticket-triage/data/general.jsonl", renamed)
+    text.write_text(text.read_text().replace('on "data/general.jsonl"', 'on "data/general2.jsonl"'))
+    moved = _regression_nodes(_plan(spec))["data/general2.jsonl"][0]
+    assert moved != base_node and moved.startswith("eval.base.regression.general2_")
+
+
+def test_the_latency_node_reads_the_base_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    plan = _plan(Path("specs/ticket-triage/ticket-triage.ftspec"))
+    assert set(plan.node("eval.latency").inputs) == {"data.tokenize", "model.load_base", "train"}
+    assert ("model.load_base", "eval.latency") in plan.edges
+
+
+def test_reviewed_plan_is_refused_when_a_regression_set_changed(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FTC_HOME", str(tmp_path / "home"))
+    spec = _regression_project(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["plan", str(spec), "--out", "plan.json"]).exit_code == 0
+    assert runner.invoke(cli, ["run", "plan.json", "--dry-run"]).exit_code == 0  # unchanged: accepted
+    with (tmp_path / "specs/ticket-triage/extra/general.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"text": "one more general row", "label": "bug"}) + "\n")
+    res = runner.invoke(cli, ["run", "plan.json", "--dry-run"])
+    assert res.exit_code == 1 and 'the regression set "extra/general.jsonl" changed' in res.output, res.output
+    assert "data/general.jsonl" not in res.output.replace("extra/general.jsonl", "")

@@ -112,7 +112,7 @@ def too_little_data() -> None:
 def full_finetune() -> None:
     """FT203: 100 training rows for a full fine-tune; general.csv is the regression set."""
     csv_case("full_finetune", *splits())
-    write_csv(HERE / "data_full_finetune/general.csv", rows(TEST, 4, 3000))
+    write_csv(HERE / "data_full_finetune/general.csv", rows(40, 4, 3000))  # 30+ rows: FT221
 
 
 def leakage_exact() -> None:
