@@ -252,12 +252,15 @@ def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResul
 
 
 def read_rows(ctx: TrainContext, dataset: str) -> list[dict[str, Any]]:
-    """The rows of a data file named in a gate (`on "data/general.jsonl"`), relative to the spec's
-    folder, read like the spec's own data (format inferred, `fields` mapping applied)."""
+    """The rows of a data file named in a gate (`on "data/general.jsonl"`), relative to the file
+    that wrote the gate (as `ftc check` reads it: a gate inherited through `extends` names a file
+    beside its own file), read like the spec's own data (format inferred, `fields` applied)."""
     from ftc.compiler.data.contracts import apply_mapping
     from ftc.compiler.data.readers import read_table
 
-    path = ctx.checked.resolve_path(dataset)
+    gates = ctx.spec.eval.gates if ctx.spec.eval is not None else ()
+    where = next((g.span for g in gates if getattr(g, "dataset", None) == dataset), None)
+    path = ctx.checked.resolve_path(dataset, where)
     data = ctx.spec.data
     table = read_table(path, dataset)
     if not table.rows:
