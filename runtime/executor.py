@@ -137,8 +137,7 @@ class LocalExecutor:
             state.log({"event": "latency", "id": f"{node.id}.{who}", "model": who, **state.results[key]})
 
     def _gates(self, node: PlanNode, state: RunState) -> None:
-        state.gates = _with_latency_before(gate_eval.evaluate(node.params["gates"], state.results),
-                                           node.params["gates"], state.results.get("base:latency"))
+        state.gates = gate_eval.evaluate(node.params["gates"], state.results)
 
 
 def _final_model(state: RunState) -> Path:
@@ -171,7 +170,7 @@ def _backend_evaluate(state: RunState, model_dir: Path | None, params: dict[str,
     backend = _backend(state.checked.spec.signal.kind)
     ctx = state.context()
     if params.get("dataset"):
-        result: EvalResult = backend.evaluate_file(ctx, model_dir, params["dataset"])
+        result: EvalResult = backend.evaluate_file(ctx, model_dir, params["dataset"])  # beside the gate's file
     else:
         result = backend.evaluate(ctx, model_dir, params["split"])
     return result
@@ -182,32 +181,28 @@ def _backend_latency(ctx: TrainContext, model_dir: Path | None, split: str, warm
     return measured
 
 
-def _with_latency_before(results: list[gate_eval.GateResult], gates: list[dict[str, Any]],
-                         base: dict[str, Any] | None) -> list[gate_eval.GateResult]:
-    """Latency gates get the base model's percentile as their `before` value."""
-    if not base:
-        return results
-    out = []
-    for g, r in zip(gates, results, strict=True):
-        if g["metric"] == "latency" and r.before is None:
-            value = base.get(g.get("qualifier") or "p95")
-            r = dataclasses.replace(r, before=float(value) if isinstance(value, (int, float)) else None)
-        out.append(r)
-    return out
-
-
 def _cache_keyed(node: PlanNode, state: RunState) -> PlanNode:
-    """The node with the hash its cached result is filed under: the plan's hash, plus what the
-    evaluation also reads that the plan node does not cover: the signal's fields (which rows and
-    columns are scored) and, for a data file named by a gate, that file's bytes."""
-    extra: list[Any] = [{k: v for k, v in n.params.items() if k in ("signal", "stage")}
-                        for n in state.plan.nodes if n.kind.startswith("train")]
+    """The node with the hash its cached result is filed under: the plan node's own hash, plus
+    what the evaluation also reads that the node does not cover. A regression set's node carries
+    the signal, `fields`, slice rules and the file's sha256 (its hash alone keys it, unless the
+    file's bytes changed since the plan was made); a split's node covers its rows through its
+    inputs but not the signal's settings (which columns are scored; DPO's beta) nor the slices' rules."""
+    from ftc.compiler import schema as s
+    from ftc.compiler.plan import eval_reads
+
+    extra: list[Any] = []
+    if "signal" not in node.params:
+        extra.append(eval_reads(s.complete(state.checked.spec)))
     dataset = node.params.get("dataset")
     if dataset:
-        from ftc.compiler.data.cache import file_digest
+        from ftc.compiler.plan import content_sha256
 
-        path = Path(state.checked.resolve_path(dataset))
-        extra.append(file_digest(path) if path.exists() else None)
+        # `path`: where a gate inherited through `extends` names it, from the spec's folder (as the plan hashed it)
+        digest = content_sha256(Path(state.checked.resolve_path(node.params.get("path") or dataset)))
+        if "sha256" not in node.params or digest != node.params["sha256"]:
+            extra.append(digest)
+    if not extra:
+        return node
     digest = hashlib.sha256(json.dumps([node.hash, extra], sort_keys=True, default=str).encode()).hexdigest()
     return dataclasses.replace(node, hash=digest)
 

@@ -1,7 +1,8 @@
 """Gate evaluation: compare measured metrics with the spec's thresholds. Pure Python.
 
 A gate reads the tuned model's metric on its split (or slice); `latency.pNN` reads the latency
-measurement; `regression` compares the tuned model with the base on the gate's split or data set:
+measurement of the final model ("latency"), with the base model's ("base:latency") as `before`;
+`regression` compares the tuned model with the base on the gate's split or data set:
 for loss it is the relative increase (tuned - base) / base, for a higher-is-better metric the drop
 base - tuned. A gate whose value cannot be found fails, with the reason: it never passes silently.
 """
@@ -65,9 +66,9 @@ def evaluate(gates: list[dict[str, Any]], results: dict[str, Any]) -> list[GateR
         text = describe(g)
         op = OPS[g["op"]]
         if g["metric"] == "latency":
-            lat = results.get("latency") or {}
-            value = lat.get(g.get("qualifier") or "p95")
-            out.append(GateResult(text, value, None, value is not None and op(value, g["threshold"]),
+            pct = g.get("qualifier") or "p95"
+            value, before = _seconds(results.get("latency"), pct), _seconds(results.get("base:latency"), pct)
+            out.append(GateResult(text, value, before, value is not None and op(value, g["threshold"]),
                                   "" if value is not None else "latency was not measured"))
             continue
         if g["metric"] == "regression":
@@ -79,6 +80,12 @@ def evaluate(gates: list[dict[str, Any]], results: dict[str, Any]) -> list[GateR
         passed = value is not None and op(value, g["threshold"])
         out.append(GateResult(text, value, before, passed, "" if value is not None else "metric not measured"))
     return out
+
+
+def _seconds(measured: Any, pct: str) -> float | None:
+    """A percentile of a latency measurement (seconds), or None when it was not measured."""
+    value = measured.get(pct) if isinstance(measured, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _regression(g: dict[str, Any], text: str, results: dict[str, Any]) -> GateResult:

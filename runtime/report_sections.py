@@ -207,14 +207,19 @@ def gate_table(run: Run) -> Section:
     rows = []
     for g in gates(run):
         m = GATE.match(str(g.get("gate", "")))
-        after = num(g.get("value"))
-        if m and m["metric"].startswith("latency") and svg.finite(g.get("value")):
-            after = f"{num(float(g['value']) * 1000)} ms"  # latency is measured in seconds
-        rows.append((num(g.get("gate")), num(g.get("before")), after,
+        latency = bool(m and m["metric"].startswith("latency"))
+        rows.append((num(g.get("gate")), _gate_cell(g.get("before"), latency), _gate_cell(g.get("value"), latency),
                      f"{m['op']} {m['threshold']}" if m else "—", "pass" if g.get("passed") else "FAIL",
                      num(g.get("note") or "")))
     sec.blocks.append(Table(("gate", "before", "after", "threshold", "result", "note"), rows))
     return sec
+
+
+def _gate_cell(v: Any, latency: bool) -> str:
+    """A gate's before/after value in the gate's unit: a latency (measured in seconds) in ms."""
+    if latency and svg.finite(v):
+        return f"{num(float(v) * 1000)} ms"
+    return num(v)
 
 
 def _pairs(table: dict[str, Any]) -> dict[str, dict[str, Any]]:

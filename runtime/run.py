@@ -152,17 +152,26 @@ def _num(v: float | None) -> str:
     return "—" if v is None else f"{v:.4g}"
 
 
+def _ms(v: float | None) -> str:
+    return "—" if v is None else f"{v * 1000:.3g} ms"
+
+
 def _verdict_table(state: Any) -> str:
     rows = [("gate", "before", "after", "result")]
     for g in state.gates:
-        fmt = _num
+        fmt = _ms if g.gate.startswith("latency") else _num  # latencies are measured in seconds
         rows.append((g.gate, fmt(g.before), fmt(g.value), "pass" if g.passed else f"FAIL {g.note}".strip()))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
 def plan_mismatch(reviewed: Plan, current: Plan) -> list[str]:
-    """What changed between a reviewed plan and the plan the current spec and data give."""
+    """What changed between a reviewed plan and the plan the current spec and data give (a data
+    file named by a regression gate included: its sha256 is in its evaluation nodes)."""
+    def regression_sets(plan: Plan) -> dict[str, Any]:
+        return {n.params["dataset"]: n.params.get("sha256") for n in plan.nodes
+                if n.kind == "evaluate" and n.params.get("dataset") and n.params.get("model") == "base"}
+
     out = []
     if reviewed.spec.get("sha256") != current.spec.get("sha256"):
         out.append("the spec text changed")
@@ -171,6 +180,10 @@ def plan_mismatch(reviewed: Plan, current: Plan) -> list[str]:
             out.append(f"the {name} data changed")
     if reviewed.base.get("sha256") != current.base.get("sha256"):
         out.append("the base model's files changed")
+    old_sets, new_sets = regression_sets(reviewed), regression_sets(current)
+    for name in sorted(set(old_sets) & set(new_sets)):
+        if old_sets[name] != new_sets[name]:
+            out.append(f'the regression set "{name}" changed')
     if not out and reviewed.hash != current.hash:
         out.append("the plan's steps differ (another ftc version?)")
     return out

@@ -159,6 +159,32 @@ def _tokenized_pairs(rows: list[dict[str, Any]], tok: Any, limit: int) -> list[d
     return out
 
 
+def _pairs_dataset(ctx: TrainContext, rows: list[dict[str, Any]], tok: Any, limit: int, policy: str,
+                   rec: text.Recorder, split: str) -> Any:
+    """Text pairs as TRL's processed columns (`chosen_ids`, `rejected_ids`: RewardTrainer then
+    skips its own tokenising), pairs over the limit left out first when the policy says so; or
+    the same dataset from the tokenised-data cache (tokcache.py) when nothing it depends on changed."""
+    from datasets import Dataset
+    from ftc.runtime.backends import tokcache
+
+    built = False
+
+    def make_key() -> str:
+        return tokcache.key("reward", tokcache.tokenizer_fingerprint(tok, text.base_dir(ctx)),
+                            tokcache.content_digest(rows), {"max_length": limit, "policy": policy})
+
+    def build() -> tuple[Any, dict[str, Any]]:
+        nonlocal built
+        built = True
+        kept = pc.fits(rows, tok, limit, policy, rec, f"reward {split}")  # says what it dropped
+        return Dataset.from_list(_tokenized_pairs(kept, tok, limit)), {"dropped": len(rows) - len(kept)}
+
+    ds, meta = tokcache.reuse(make_key, build, f"reward {split}", rec)
+    if not built and meta.get("dropped"):
+        rec.note(f"dropped {meta['dropped']} reward {split} pair(s) over {limit} tokens")
+    return ds
+
+
 def _load_reward_base(ctx: TrainContext) -> tuple[Any, Any, Any]:
     """(model, tokenizer, BitsAndBytesConfig or None): the base with a 1-output head."""
     path = text.base_dir(ctx)
@@ -215,24 +241,23 @@ def fit_reward(ctx: TrainContext) -> Fitted:
     limit, policy = pc.limit_of(sctx, tok, model, stage.data)
     fixed = ctx.spec.method.kind == "prompt_tuning"  # see the module docstring
 
-    def data(split: str) -> list[dict[str, Any]]:
+    def data(split: str) -> Any:
         rows = pc.preference_rows(pc.rows_of(parts.get(split)), stage.prompt, stage.chosen, stage.rejected)
-        rows = pc.fits(rows, tok, limit, policy, rec, f"reward {split}")
-        chat = any(not isinstance(r["prompt"], str) for r in rows)
-        return rows if chat else _tokenized_pairs(rows, tok, limit)
+        if not rows or any(not isinstance(r["prompt"], str) for r in rows):  # chat pairs: TRL tokenises them
+            return Dataset.from_list(pc.fits(rows, tok, limit, policy, rec, f"reward {split}"))
+        return _pairs_dataset(sctx, rows, tok, limit, policy, rec, split)
 
     train_rows, val_rows = data("train"), data("val")
-    if not train_rows:
+    if not len(train_rows):
         raise ValueError("no preference pairs to train the reward model on")
-    has_val = bool(val_rows)
+    has_val = len(val_rows) > 0
     args = text.training_arguments(sctx, len(train_rows), config_cls=RewardConfig, emit=rec, has_val=has_val,
                                    max_length=None, include_num_input_tokens_seen="no",  # pairs: no input_ids
                                    pad_to_multiple_of=limit if fixed else None,
                                    **pc.best_metric(sctx, has_val, "accuracy", rec))
     trainer = text.make_trainer_class(RewardTrainer)(
-        model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(val_rows) if has_val else None,
-        callbacks=pc.callbacks(sctx, rec, has_val, split="reward.val"))
+        model=model, args=args, processing_class=tok, train_dataset=train_rows,
+        eval_dataset=val_rows if has_val else None, callbacks=pc.callbacks(sctx, rec, has_val, split="reward.val"))
     if quantization is not None:
         # TRL casts every trainable parameter of a quantised model to bf16 (QLoRA's adapters); the
         # head is a plain Linear fed fp32 hidden states, so it stays fp32

@@ -9,15 +9,26 @@ Two places tokenise training data:
   labels, truncation, packing). `sft_trainer` builds the trainer and stores what TRL prepared
   (`trainer.train_dataset`, `trainer.eval_dataset`); on a hit it passes those back with
   `dataset_kwargs={"skip_prepare_dataset": True}`, TRL 1.16's documented way to hand it
-  trainer-ready data (with a `labels` column), so TRL's own output is reused, not re-derived.
+  trainer-ready data (with a `labels` column), so TRL's own output is reused, not re-derived;
+- the reward model (reward.py `_pairs_dataset`): ftc tokenises text pairs itself into TRL's
+  processed columns `chosen_ids`/`rejected_ids`, which TRL 1.16's `RewardTrainer._prepare_dataset`
+  detects (`is_processed`) and does not tokenise again; `reuse` stores them. Chat pairs are
+  tokenised by TRL (chat template) and not cached.
+
+DPO is not cached: TRL 1.16's `DPOTrainer.__init__` (trl/trainer/dpo_trainer.py, "skip_prepare_dataset =
+self._is_vision_dataset") prepares every text dataset, and `_prepare_dataset` has no processed-column
+check and no config flag: it always extracts the prompt, appends EOS and tokenises from the
+`prompt`/`chosen`/`rejected` text, so prepared `prompt_ids`/`chosen_ids`/`rejected_ids` would be
+tokenised again (or, without the text columns, fail in `extract_prompt`). Skipping it would mean
+overriding a private method, which a TRL upgrade may change silently.
 
 The key is a sha256 (`compiler/data/cache.key_of`: ftc's version first) over: the kind; the
 transformers, tokenizers and (SFT) trl versions; the tokenizer (sha256 of each file of the folder
 it was loaded from except weights, its class, vocabulary size, special tokens, padding and
 truncation sides, model_max_length, chat template); a sha256 of exactly what is tokenised (the
-texts and label ids, or the prompt/completion or messages rows); and the settings (classification:
-max length and policy; SFT: every SFTConfig field TRL's preparation reads, and the role, since
-evaluation may pack differently).
+texts and label ids, the prompt/completion or messages rows, or the preference pairs); and the
+settings (classification and reward: max length and policy; SFT: every SFTConfig field TRL's
+preparation reads, and the role, since evaluation may pack differently).
 
 An entry is a folder `<cache>/tokens/<key>/`: the dataset as Arrow (`Dataset.save_to_disk`: Arrow
 files plus JSON state, no pickle) and `ftc_tokens.json` (row counts, what was dropped). It is

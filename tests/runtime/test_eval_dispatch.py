@@ -295,7 +295,7 @@ def test_a_cached_base_evaluation_of_a_regression_set_follows_the_files_bytes(dp
     ctx = F.context(folder, _spec("preference", LORA_GPT2, DPO_SIGNAL, DPO_DATA, gate), [], max_steps=1)
     state = _state(ctx)
     state.plan = build_plan(ctx.checked)
-    node = state.plan.node("eval.base.regression")
+    node = next(n for n in state.plan.nodes if n.id.startswith("eval.base.regression."))
     first = ex._cache_keyed(node, state).hash
     assert ex._cache_keyed(node, state).hash == first  # deterministic: a rerun reuses it
     with (folder / GENERAL).open("a", encoding="utf-8") as f:
@@ -305,8 +305,8 @@ def test_a_cached_base_evaluation_of_a_regression_set_follows_the_files_bytes(dp
     beta = F.context(folder, _spec("preference", LORA_GPT2, DPO_SIGNAL.replace("0.1", "0.2"), DPO_DATA, gate), [],
                      max_steps=1)
     state.plan = build_plan(beta.checked)  # beta changes dpo_loss and reward_margin
-    beta_node = state.plan.node("eval.base.regression")
-    assert beta_node.hash == node.hash  # the plan node alone cannot tell
+    beta_node = next(n for n in state.plan.nodes if n.id.startswith("eval.base.regression."))
+    assert beta_node.hash != node.hash  # the regression node carries the signal's settings
     assert ex._cache_keyed(beta_node, state).hash != changed
 
 

@@ -174,6 +174,24 @@ def test_tables_gates_metrics_and_lineage() -> None:
     assert '<pre>spec &quot;demo&quot; {\n  eval { gate f1.macro &gt;= 0.85 on test }' in html
 
 
+def test_a_latency_gates_before_and_after_are_both_in_ms() -> None:
+    """The base model's latency (`before`, seconds in the record) is shown in the gate's unit, like
+    the final model's; a missing one stays an em dash; other gates' values are left as they are."""
+    gate_list = [{"gate": "latency.p95 <= 50ms on test", "value": 0.0026, "before": 0.0031, "passed": True,
+                  "note": ""},
+                 {"gate": "latency.p99 <= 50ms on test", "value": 0.0027, "before": None, "passed": True, "note": ""},
+                 {"gate": 'regression <= 0.02 vs base on "general.jsonl"', "value": 0.01, "before": 0.0,
+                  "passed": True, "note": ""}]
+    row = record(gates=gate_list)
+    cells = r"<tr><td>({})</td><td>([^<]*)</td><td>([^<]*)</td>"
+    html = render(row)
+    assert re.findall(cells.format(r"latency\.p9\d &lt;= 50ms on test"), html) == [
+        ("latency.p95 &lt;= 50ms on test", "3.1 ms", "2.6 ms"), ("latency.p99 &lt;= 50ms on test", "—", "2.7 ms")]
+    assert re.findall(cells.format("regression[^<]*"), html) == [
+        ("regression &lt;= 0.02 vs base on &quot;general.jsonl&quot;", "0", "0.01")]
+    assert "| 3.1 ms | 2.6 ms |" in render(row, fmt="md")
+
+
 def test_everything_from_the_record_is_escaped() -> None:
     row = record(spec={"name": EVIL, "path": EVIL}, spec_text=EVIL, user=EVIL, error=EVIL,
                  extra={"tuned:test": {"confusion_matrix": {"labels": [EVIL, "b"], "matrix": [[1, 0], [0, 1]]},

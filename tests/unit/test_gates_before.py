@@ -38,3 +38,16 @@ def test_each_regression_gate_reads_its_own_files_results() -> None:
     assert a.value is not None and abs(a.value - 0.01) < 1e-12 and a.passed
     assert b.value == -0.25 and b.passed and b.note == "loss: base 4, tuned 3"
     assert not missing.passed and missing.value is None and "not measured" in missing.note
+
+
+def test_the_verdict_table_shows_latency_in_ms_like_its_threshold() -> None:
+    from types import SimpleNamespace
+
+    from ftc.runtime.gates import GateResult
+    from ftc.runtime.run import _verdict_table
+
+    state = SimpleNamespace(gates=[GateResult("latency.p95 <= 50ms on test", 0.0032, 0.0041, True),
+                                   GateResult("f1 >= 0.85 on test", 0.9, None, True)])
+    lines = _verdict_table(state).splitlines()
+    assert "4.1 ms" in lines[1] and "3.2 ms" in lines[1]
+    assert "0.9" in lines[2] and "ms" not in lines[2] and "—" in lines[2]
