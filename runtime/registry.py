@@ -185,6 +185,16 @@ class Registry:
         except sqlite3.Error as err:
             raise _fault(err, self.path, self.timeout) from err
 
+    def _abort(self, db: sqlite3.Connection, err: BaseException) -> None:
+        """Roll back what the failed transaction wrote; a SQLite fault becomes a RegistryError."""
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        if isinstance(err, sqlite3.Error) and _mappable(err):
+            raise _fault(err, self.path, self.timeout) from err
+
     def _setup(self) -> None:
         """Create or upgrade the schema (WAL mode first); reads only, when it is current."""
         db = self._connect()
@@ -205,13 +215,7 @@ class Registry:
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException as err:
-            if db.in_transaction:
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            if isinstance(err, sqlite3.Error) and _mappable(err):
-                raise _fault(err, self.path, self.timeout) from err
+            self._abort(db, err)
             raise
         finally:
             db.close()
@@ -226,13 +230,7 @@ class Registry:
             yield db
             db.execute("COMMIT")
         except BaseException as err:
-            if db.in_transaction:
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            if isinstance(err, sqlite3.Error) and _mappable(err):
-                raise _fault(err, self.path, self.timeout) from err
+            self._abort(db, err)
             raise
         finally:
             db.close()
