@@ -6,6 +6,10 @@ clones the fresh adapter as "ref" (the starting policy: the base while LoRA's B 
 with the initial virtual tokens for prompt and prefix tuning), and that copy is deleted before
 export. A full fine-tune and bottleneck adapters (identity at the start) get a frozen copy of the
 base from the same folder.
+
+Tokenised data is not taken from the cache here (unlike SFT and the reward model): TRL 1.16's
+DPOTrainer tokenises every text dataset itself and has no way to accept prepared ones (tokcache.py
+says where).
 """
 
 from __future__ import annotations
@@ -57,14 +61,7 @@ def fit_dpo(ctx: TrainContext) -> Fitted:
 
 def train_dpo(ctx: TrainContext) -> TrainResult:
     """DPO as the spec says; LoRA is also exported merged when `merge true`."""
-    fitted = fit_dpo(ctx)
-    result = fitted.result
-    del fitted  # free the training model before a merge loads the base again
-    rec = text.Recorder(ctx)
-    rec.history = result.history
-    if result.kind == "adapter":
-        result.merged_dir = text.export_merged(ctx, result.model_dir, rec)
-    return result
+    return pc.with_merged(ctx, fit_dpo(ctx))
 
 
 def usable(ctx: TrainContext, rows: list[dict[str, Any]]) -> list[int]:

@@ -84,14 +84,7 @@ def fit_policy(ctx: TrainContext, reward_dir: Path, *, max_new_tokens: int | Non
 
 def train_policy(ctx: TrainContext, reward_dir: Path, *, max_new_tokens: int | None = None) -> TrainResult:
     """Stage 2: RLOO or GRPO on the prompts of the spec's train split, scored by the reward model."""
-    fitted = fit_policy(ctx, reward_dir, max_new_tokens=max_new_tokens)
-    result = fitted.result
-    del fitted  # free the training model before a merge loads the base again
-    rec = text.Recorder(ctx)
-    rec.history = result.history
-    if result.kind == "adapter":
-        result.merged_dir = text.export_merged(ctx, result.model_dir, rec)
-    return result
+    return pc.with_merged(ctx, fit_policy(ctx, reward_dir, max_new_tokens=max_new_tokens))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from ftc.compiler import schema as s
 from ftc.runtime import metrics
-from ftc.runtime.api import TrainContext
+from ftc.runtime.api import TrainContext, TrainResult
 from ftc.runtime.backends import text
 from ftc.runtime.backends.loading import virtual_positions
 
 if TYPE_CHECKING:
     from ftc.compiler.data.splits import Part
+    from ftc.runtime.backends.artifacts import Fitted
 
 PROMPT_SEP = "\n"
 MAX_NEW_TOKENS = 64  # policy completions (training and evaluation) when nothing smaller is asked
@@ -317,3 +318,15 @@ def split_rows(ctx: TrainContext, split: str) -> list[dict[str, Any]]:
 
 def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf
+
+
+def with_merged(ctx: TrainContext, fitted: Fitted) -> TrainResult:
+    """The run's result, with LoRA also exported merged when `merge true` (the training model is
+    freed first: the merge loads the base again)."""
+    result = fitted.result
+    del fitted
+    rec = text.Recorder(ctx)
+    rec.history = result.history
+    if result.kind == "adapter":
+        result.merged_dir = text.export_merged(ctx, result.model_dir, rec)
+    return result
