@@ -153,7 +153,7 @@ def _num(v: float | None) -> str:
 
 
 def _ms(v: float | None) -> str:
-    return "—" if v is None else f"{v * 1000:.3g} ms"
+    return "—" if v is None else f"{v * 1000:.4g} ms"
 
 
 def _verdict_table(state: Any) -> str:

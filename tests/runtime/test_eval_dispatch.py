@@ -331,13 +331,13 @@ def test_dpo_run_with_latency_and_regression_gates(dpo_root: Path, monkeypatch: 
     assert table["gate"] == ["before", "after", "result"]
     latency = table["latency.p95 <= 60s on test"]
     regression = table[f'regression <= 100 vs base on "{GENERAL}"']
-    before, after = (float(x) for x in latency[:2])  # both measured: no "—"
+    before, after = (float(x.removesuffix(" ms")) / 1000 for x in latency[:2])  # both measured: no "—"
     assert 0 < before < 60 and 0 < after < 60 and latency[2] == "pass"
     assert float(regression[1]) < 100 and regression[2] == "pass"
     record = json.loads((outcome.run_dir / "record.json").read_text())
     metrics = record["metrics"]
     assert {"base:latency", "latency", f"base:{GENERAL}", f"tuned:{GENERAL}", "tuned:test"} <= set(metrics)
-    assert before == pytest.approx(metrics["base:latency"]["p95"], rel=1e-3)
+    assert before == pytest.approx(metrics["base:latency"]["p95"], rel=1e-3, abs=1e-6)
     assert after == pytest.approx(metrics["latency"]["p95"], rel=1e-3)
     assert metrics["latency"]["request"] == "generate" and metrics["latency"]["new_tokens"] >= 1
     assert metrics[f"tuned:{GENERAL}"]["reward_margin"] != 0  # the trained model, against the base
