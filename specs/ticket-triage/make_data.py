@@ -7,7 +7,8 @@ Short synthetic support tickets with fields `text`, `label` (billing, bug, accou
 and a channel-specific frame; a candidate that is too close to one already kept (Jaccard of
 digit-masked character 5-grams above 0.5) is rejected, so the splits hold no near duplicates
 and nothing leaks between them. Classes and channels are balanced and stratified across splits.
-No third-party packages; the output is byte-identical on every run.
+No third-party packages; the output is byte-identical on every run. `corpus(n)` draws unlabelled
+tickets from the same generator on another random stream: models/make_tiny_bert.py pre-trains on them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SEED = 20240611
+CORPUS_SEED = 7
 SPLITS = ("train", "val", "test")
 LABELS = ("billing", "bug", "account", "shipping")
 # rows per (label, channel) cell in train/val/test: 168/40/40 rows, 16 email tickets per label in test
@@ -195,6 +197,29 @@ def generate() -> dict[str, list[dict[str, str]]]:
                 start += n
     for rows in out.values():
         rng.shuffle(rows)
+    return out
+
+
+def corpus(n: int, seed: int = CORPUS_SEED) -> list[str]:
+    """`n` unlabelled tickets from the same templates, words and frames as the splits but a different
+    random stream: the pre-training text for models/make_tiny_bert.py (a stand-in for the in-domain
+    text a real base has read). Labels are not returned. No candidate is a copy or a near copy
+    (the splits' own similarity bound) of any val or test ticket, nor a copy of a training one, so
+    the base has never read the held-out text it is evaluated on."""
+    splits = generate()
+    held_out = [shingles(r["text"]) for name in ("val", "test") for r in splits[name]]
+    seen = {r["text"] for rows in splits.values() for r in rows}
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < n:
+        label = rng.choice(LABELS)
+        channel = rng.choice(tuple(CELLS))
+        problem = fill(rng.choice(PROBLEMS[label]), rng)
+        text = frame(label, channel, problem, fill(rng.choice(DETAILS), rng), rng)
+        sh = shingles(text)
+        if text in seen or any(len(sh & k) / len(sh | k) > MAX_SIMILARITY for k in held_out):
+            continue
+        out.append(text)
     return out
 
 
