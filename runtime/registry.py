@@ -52,27 +52,24 @@ TABLES = (
 )
 
 
-class RegistryError(Exception):
+class _Explained(Exception):
+    """A message saying what happened and a hint saying what to do."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+    def __str__(self) -> str:
+        return self.message + (f"\n  hint: {self.hint}" if self.hint else "")
+
+
+class RegistryError(_Explained):
     """The registry cannot be used (not a database, damaged, locked too long, not writable).
     Nothing was written. `ftc` prints it and exits 6."""
 
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message, self.hint = message, hint
 
-    def __str__(self) -> str:
-        return self.message + (f"\n  hint: {self.hint}" if self.hint else "")
-
-
-class Refused(Exception):
+class Refused(_Explained):
     """The registry refuses an action (exit 1): the message says why, the hint what to do."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message, self.hint = message, hint
-
-    def __str__(self) -> str:
-        return self.message + (f"\n  hint: {self.hint}" if self.hint else "")
 
 
 class BadUsage(Refused):

@@ -159,3 +159,15 @@ def fresh(root: Path, name: str, items: tuple[str, ...] = ("data.jsonl", "model"
         if (root / item).exists() and not os.path.lexists(out / item):
             (out / item).symlink_to(root / item)
     return out
+
+
+def rlhf_folder(root: Path, prefs_name: str) -> Path:
+    """Preference pairs (`prefs_name`), policy prompts split 110/10/10 into prompts/val/test.jsonl,
+    and a tiny GPT-2 over all their text: the shared layout of the RLHF and DPO test folders."""
+    prefs, prompts = preference_rows(150), prompt_rows(130)
+    write_jsonl(root / prefs_name, prefs)
+    write_jsonl(root / "prompts.jsonl", prompts[:110])
+    write_jsonl(root / "val.jsonl", prompts[110:120])
+    write_jsonl(root / "test.jsonl", prompts[120:])
+    make_tiny_gpt2(root / "model", _texts(prefs) + _texts(prompts))
+    return root

@@ -175,14 +175,7 @@ def test_runtime_matrix_covers_every_allowed_pair(verdicts: dict[tuple[str, str,
 @pytest.fixture(scope="module")
 def gpt2_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Preference pairs (DPO, and the reward stage), prompts (policy), a tiny GPT-2 over both."""
-    root = tmp_path_factory.mktemp("matrix-gpt2")
-    prefs, prompts = F.preference_rows(150), F.prompt_rows(130)
-    F.write_jsonl(root / "data.jsonl", prefs)
-    F.write_jsonl(root / "prompts.jsonl", prompts[:110])
-    F.write_jsonl(root / "val.jsonl", prompts[110:120])
-    F.write_jsonl(root / "test.jsonl", prompts[120:])
-    F.make_tiny_gpt2(root / "model", F._texts(prefs) + F._texts(prompts))
-    return root
+    return F.rlhf_folder(tmp_path_factory.mktemp("matrix-gpt2"), "data.jsonl")
 
 
 @pytest.fixture(scope="module")

@@ -161,14 +161,7 @@ def _rlhf_spec(algorithm: str) -> str:
 
 @pytest.fixture(scope="module")
 def rlhf_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("rlhf")
-    prefs, prompts = F.preference_rows(150), F.prompt_rows(130)
-    F.write_jsonl(root / "prefs.jsonl", prefs)
-    F.write_jsonl(root / "prompts.jsonl", prompts[:110])
-    F.write_jsonl(root / "val.jsonl", prompts[110:120])
-    F.write_jsonl(root / "test.jsonl", prompts[120:])
-    F.make_tiny_gpt2(root / "model", F._texts(prefs) + F._texts(prompts))
-    return root
+    return F.rlhf_folder(tmp_path_factory.mktemp("rlhf"), "prefs.jsonl")
 
 
 @pytest.fixture(scope="module")
