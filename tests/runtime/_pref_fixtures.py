@@ -171,3 +171,11 @@ def rlhf_folder(root: Path, prefs_name: str) -> Path:
     write_jsonl(root / "test.jsonl", prompts[120:])
     make_tiny_gpt2(root / "model", _texts(prefs) + _texts(prompts))
     return root
+
+
+def data_folder(root: Path, rows: list[dict[str, Any]], make_model: Any) -> Path:
+    """`rows` as root/data.jsonl and a tiny model (make_tiny_bert or make_tiny_gpt2) over their text
+    in root/model: the layout of the single-file preference and contrastive test folders."""
+    write_jsonl(root / "data.jsonl", rows)
+    make_model(root / "model", _texts(rows))
+    return root

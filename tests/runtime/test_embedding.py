@@ -31,11 +31,7 @@ FULL = "method full {\n}\n"
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("contrastive")
-    rows = F.contrastive_rows(150, negatives=True)
-    F.write_jsonl(root / "data.jsonl", rows)
-    F.make_tiny_bert(root / "model", F._texts(rows))
-    return root
+    return F.data_folder(tmp_path_factory.mktemp("contrastive"), F.contrastive_rows(150, negatives=True), F.make_tiny_bert)
 
 
 def _spec(method: str, lr: str, negative: bool = True, every: str = "") -> str:

@@ -37,11 +37,7 @@ FILES = {checkpoints.COMPLETE, "trainable.safetensors", "state.json", checkpoint
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("contrastive_checkpoints")
-    rows = F.contrastive_rows(150, negatives=True)
-    F.write_jsonl(root / "data.jsonl", rows)
-    F.make_tiny_bert(root / "model", F._texts(rows))
-    return root
+    return F.data_folder(tmp_path_factory.mktemp("contrastive_checkpoints"), F.contrastive_rows(150, negatives=True), F.make_tiny_bert)
 
 
 def _spec(keep: int = 1, every: int = 2) -> str:

@@ -180,11 +180,7 @@ def gpt2_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bert_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("matrix-bert")
-    rows = F.contrastive_rows(150)
-    F.write_jsonl(root / "data.jsonl", rows)
-    F.make_tiny_bert(root / "model", F._texts(rows))
-    return root
+    return F.data_folder(tmp_path_factory.mktemp("matrix-bert"), F.contrastive_rows(150), F.make_tiny_bert)
 
 
 TRAIN = """train {

@@ -31,11 +31,7 @@ DPO_DATA = 'data {\n  source "data.jsonl"\n  split 80/10/10\n  max_length 64 tru
 
 @pytest.fixture(scope="module")
 def dpo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("dpo")
-    rows = F.preference_rows(150)
-    F.write_jsonl(root / "data.jsonl", rows)
-    F.make_tiny_gpt2(root / "model", F._texts(rows))
-    return root
+    return F.data_folder(tmp_path_factory.mktemp("dpo"), F.preference_rows(150), F.make_tiny_gpt2)
 
 
 def _dpo_spec(method: str, lr: str = "1e-3") -> str:
