@@ -193,6 +193,29 @@ class Registry:
             raise _fault(err, self.path, self.timeout) from err
 
     def _setup(self) -> None:
+        """Create or upgrade the schema, retrying while other processes do the same.
+
+        Switching a fresh database to WAL needs an exclusive lock, and SQLite answers "database is
+        locked" at once, without waiting on the busy timeout, when two connections that both read
+        the file try to upgrade their locks together (its deadlock avoidance). Several `ftc`
+        processes started at the same time on a new registry meet exactly that, so the set-up is
+        retried until the timeout has passed."""
+        deadline = time.monotonic() + self.timeout
+        pause = 0.005
+        while True:
+            try:
+                self._setup_once()
+                return
+            except RegistryError as err:
+                cause = err.__cause__
+                busy = isinstance(cause, sqlite3.OperationalError) and (
+                    "locked" in str(cause).lower() or "busy" in str(cause).lower())
+                if not busy or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+    def _setup_once(self) -> None:
         """Create or upgrade the schema (WAL mode first); reads only, when it is current."""
         db = self._connect()
         try:

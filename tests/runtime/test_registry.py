@@ -554,6 +554,70 @@ def test_concurrent_writer_processes_lose_and_tear_nothing(tmp_path: Path) -> No
     assert check == "ok"
 
 
+SETUP = """
+import sys, time
+from pathlib import Path
+from ftc.runtime.registry import Registry
+while time.time() < float(sys.argv[2]):  # all start at once
+    pass
+Registry(Path(sys.argv[1]))
+"""
+
+
+def test_many_processes_creating_one_new_registry_all_succeed(tmp_path: Path) -> None:
+    # SQLite refuses the switch to WAL at once (no busy wait) when two readers upgrade together;
+    # without the set-up's retry 6 of 180 processes here failed with "database is locked"
+    env = {**os.environ, "FTC_REGISTRY_TIMEOUT": "60"}
+    for trial in range(3):
+        root = tmp_path / str(trial) / ".ftc"
+        start_at = str(time.time() + 1.5)
+        procs = [subprocess.Popen([sys.executable, "-c", SETUP, str(root), start_at], env=env,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(10)]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+        db = sqlite3.connect(root / "registry.db")
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 2
+
+
+def test_setup_retries_a_busy_database_until_the_timeout(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = Registry._setup_once
+
+    def flaky(self: Registry) -> None:
+        calls.append(1)
+        if len(calls) <= 3:
+            try:
+                raise sqlite3.OperationalError("database is locked")
+            except sqlite3.OperationalError as err:
+                raise RegistryError("locked", "wait") from err
+        real(self)
+
+    monkeypatch.setattr(Registry, "_setup_once", flaky)
+    reg = Registry()
+    assert len(calls) == 4 and reg.runs() == []
+    calls.clear()
+    monkeypatch.setenv("FTC_REGISTRY_TIMEOUT", "0")
+    with pytest.raises(RegistryError, match="locked"):
+        Registry()
+    assert len(calls) == 1  # no time left: the first failure is the answer
+
+    def broken(self: Registry) -> None:  # not a busy database: never retried
+        calls.append(1)
+        try:
+            raise sqlite3.DatabaseError("file is not a database")
+        except sqlite3.DatabaseError as err:
+            raise RegistryError("not a database", "move it aside") from err
+
+    calls.clear()
+    monkeypatch.setenv("FTC_REGISTRY_TIMEOUT", "30")
+    monkeypatch.setattr(Registry, "_setup_once", broken)
+    with pytest.raises(RegistryError, match="not a database"):
+        Registry()
+    assert len(calls) == 1
+
+
 def test_cache_writes_are_atomic_for_concurrent_readers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ftc.compiler.data import cache
 
