@@ -242,7 +242,8 @@ def _eval_nodes(b: _Builder, c: CheckedSpec, tok: str, final: str) -> list[str]:
     out: list[str] = []
     for split in splits:
         slices = sorted({g.slice for g in ev.gates if (g.split or "test") == split and g.slice})
-        params = {"split": split, "metrics": metrics, "slices": slices}  # the rows' reads: via `tok`'s inputs
+        # the rows come in through `tok`'s inputs; what else the evaluation reads is in `reads`
+        params = {"split": split, "metrics": metrics, "slices": slices, **reads}
         out.append(b.add(f"eval.base.{split}", "evaluate", [tok, "model.load_base"], {**params, "model": "base"}))
         out.append(b.add(f"eval.tuned.{split}", "evaluate", [tok, final], {**params, "model": "tuned"}))
     regression = {g.dataset: g for g in ev.gates if g.dataset is not None}

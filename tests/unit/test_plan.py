@@ -223,3 +223,22 @@ def test_reviewed_plan_is_refused_when_a_regression_set_changed(tmp_path: Path,
     res = runner.invoke(cli, ["run", "plan.json", "--dry-run"])
     assert res.exit_code == 1 and 'the regression set "extra/general.jsonl" changed' in res.output, res.output
     assert "data/general.jsonl" not in res.output.replace("extra/general.jsonl", "")
+
+
+def test_a_split_evaluation_node_carries_what_it_reads_from_the_spec(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the base model's evaluation is cached by its node's hash: a change of what the evaluation
+    # reads (the signal's columns, the slices' rules) must change that hash, nothing else must
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    monkeypatch.chdir(tmp_path)
+    spec = Path("specs/ticket-triage/ticket-triage.ftspec")
+    before = _plan(spec)
+    params = before.node("eval.base.test").params
+    assert params["signal"] == before.node("train").params["signal"]
+    assert params["slice_rules"][0]["name"] == "email" and params["fields"] is None
+    text = spec.read_text()
+    spec.write_text(text.replace('slice email where channel == "email"', 'slice email where channel == "chat"'))
+    after = _plan(spec)
+    assert after.node("eval.base.test").hash != before.node("eval.base.test").hash
+    assert after.node("eval.tuned.test").hash != before.node("eval.tuned.test").hash
+    assert after.node("train").hash == before.node("train").hash  # training does not read slices
