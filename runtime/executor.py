@@ -60,8 +60,26 @@ class DryRunExecutor:
         state.log({"event": "node", "id": node.id, "kind": node.kind, "dry": True, "estimate": node.estimate})
 
 
+def _modality_backend(spec: Any) -> Any:
+    """The backend of a vision (timm) or multimodal (open_clip) model; None for text, whose
+    backend depends on the signal. Each has train(ctx), evaluate(ctx, dir, split),
+    evaluate_file(ctx, dir, dataset) and measure_latency(ctx, dir, split, warmup)."""
+    modality = spec.model.modality if spec.model is not None else "text"
+    if modality == "vision":
+        from ftc.runtime.backends import vision
+        return vision
+    if modality == "multimodal":
+        from ftc.runtime.backends import multimodal
+        return multimodal
+    return None
+
+
 def _backend_train(kind: str, ctx: TrainContext, state: RunState) -> TrainResult:
     signal = ctx.spec.signal.kind
+    other = _modality_backend(ctx.spec)
+    if other is not None:
+        trained: TrainResult = other.train(ctx)
+        return trained
     if kind == "train_reward":
         from ftc.runtime.backends import preference
         return preference.train_reward(ctx)
@@ -147,11 +165,16 @@ def _final_model(state: RunState) -> Path:
     return final.model_dir
 
 
-def _backend(signal: str) -> Any:
-    """The backend module that evaluates and times the model a signal trains: the encoder of
-    `contrastive`, the causal LM of `dpo` and `rlhf`, the text model (classifier or generator)
-    of `sft`. Each has evaluate(ctx, dir, split), evaluate_file(ctx, dir, dataset) and
-    measure_latency(ctx, dir, split, warmup)."""
+def _backend(spec: Any) -> Any:
+    """The backend module that evaluates and times the model a spec trains: the vision or
+    multimodal backend by modality; for text by signal, the encoder of `contrastive`, the causal
+    LM of `dpo` and `rlhf`, the text model (classifier or generator) of `sft`. Each has
+    evaluate(ctx, dir, split), evaluate_file(ctx, dir, dataset) and measure_latency(ctx, dir,
+    split, warmup)."""
+    other = _modality_backend(spec)
+    if other is not None:
+        return other
+    signal = spec.signal.kind
     if signal == "contrastive":
         from ftc.runtime.backends import embedding
         return embedding
@@ -167,7 +190,7 @@ def _backend(signal: str) -> Any:
 def _backend_evaluate(state: RunState, model_dir: Path | None, params: dict[str, Any]) -> EvalResult:
     """A split of the spec's data, or a data file named by a gate (`on "data/general.jsonl"`:
     regression against a general set), evaluated by the backend of the spec's signal."""
-    backend = _backend(state.checked.spec.signal.kind)
+    backend = _backend(state.checked.spec)
     ctx = state.context()
     if params.get("dataset"):
         result: EvalResult = backend.evaluate_file(ctx, model_dir, params["dataset"])  # beside the gate's file
@@ -177,16 +200,16 @@ def _backend_evaluate(state: RunState, model_dir: Path | None, params: dict[str,
 
 
 def _backend_latency(ctx: TrainContext, model_dir: Path | None, split: str, warmup: int) -> dict[str, Any]:
-    measured: dict[str, Any] = _backend(ctx.spec.signal.kind).measure_latency(ctx, model_dir, split, warmup=warmup)
+    measured: dict[str, Any] = _backend(ctx.spec).measure_latency(ctx, model_dir, split, warmup=warmup)
     return measured
 
 
 def _cache_keyed(node: PlanNode, state: RunState) -> PlanNode:
     """The node with the hash its cached result is filed under: the plan node's own hash, plus
-    what the evaluation also reads that the node does not cover. A regression set's node carries
-    the signal, `fields`, slice rules and the file's sha256 (its hash alone keys it, unless the
-    file's bytes changed since the plan was made); a split's node covers its rows through its
-    inputs but not the signal's settings (which columns are scored; DPO's beta) nor the slices' rules."""
+    what the evaluation also reads that the node does not cover. Every evaluation node carries the
+    signal, `fields` and slice rules (a plan written by an earlier ftc may not: they are added to
+    the key then); a regression set's node also carries the file's sha256 (its hash alone keys it,
+    unless the file's bytes changed since the plan was made)."""
     from ftc.compiler import schema as s
     from ftc.compiler.plan import eval_reads
 

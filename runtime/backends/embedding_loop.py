@@ -16,6 +16,12 @@ waits for it before the next checkpoint, at the end of `run` (so the best checkp
 before it is loaded) and when an error leaves the loop; an error the finisher met is raised there.
 A kill at any point leaves either a complete checkpoint or one resume ignores, and resume restores
 the RNG states too, so a resumed run is bit-identical to an uninterrupted one.
+
+The loop is model-agnostic: `Loop.setup` (the examples), `Loop.loss` (one micro-batch) and
+`Loop.validate` (metrics at a checkpoint) are the text encoder's here; the image-text backend
+(multimodal_train.py) overrides them. Early stopping watches the spec's `early_stopping ... on
+val.METRIC` when `validate` reports METRIC (higher is better for recall and accuracies), else the
+validation loss.
 """
 
 from __future__ import annotations
@@ -251,8 +257,9 @@ class Loop:
         self.ctx, self.model, self.tok, self.rec = ctx, model, tok, rec
         self.tr = tr = text.train_block(ctx)
         self.temperature = float(ctx.spec.signal.temperature)
-        self.items, self.val = triples(ctx, "train"), triples(ctx, "val")
-        self.max_length = max_len(ctx, model)
+        self.items: list[Any] = []
+        self.val: list[Any] = []
+        self.setup()
         self.total = total_steps(ctx, len(self.items))
         self.optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], tr)
         self.scheduler = _scheduler(self.optimizer, tr, self.total)
@@ -265,6 +272,24 @@ class Loop:
         self.state = State()
         self.saved_at = -1
         self.finisher = checkpoints.Finisher()
+
+    # The three hooks a model family overrides (the multimodal backend's loop does): what the
+    # examples are, the loss of one micro-batch of them, and the validation metrics.
+
+    def setup(self) -> None:
+        """Fill `items` (training examples) and `val` (validation examples): text triples here."""
+        self.max_length = max_len(self.ctx, self.model)
+        self.items, self.val = triples(self.ctx, "train"), triples(self.ctx, "val")
+
+    def loss(self, batch: list[Any]) -> Any:
+        """The loss of one micro-batch of `items` (a scalar tensor with gradients)."""
+        return batch_loss(self.model, self.tok, batch, self.temperature, self.max_length)
+
+    def validate(self) -> dict[str, float]:
+        """Metrics on `val` at a checkpoint; early stopping watches the spec's metric when it is
+        one of them, else `loss`."""
+        return {"loss": split_loss(self.model, self.tok, self.val, self.tr.batch_size, self.temperature,
+                                   self.max_length)}
 
     def run(self) -> State:
         """Train to the last step; every checkpoint is finished (in place, retention done) on return."""
@@ -304,7 +329,7 @@ class Loop:
         if self.saved_at != self.state.step:
             self._checkpoint()
 
-    def _epoch(self, groups: list[list[Triple]]) -> None:
+    def _epoch(self, groups: list[list[Any]]) -> None:
         accum = self.tr.grad_accum
         for i in range(self.state.micro, len(groups), accum):
             start = time.perf_counter()
@@ -319,7 +344,7 @@ class Loop:
             if self.state.step >= self.total or self.state.stopped_early:
                 return
 
-    def _step(self, group: list[list[Triple]]) -> float:
+    def _step(self, group: list[list[Any]]) -> float:
         import contextlib
 
         import torch
@@ -329,7 +354,7 @@ class Loop:
             cast = (torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None
                     else contextlib.nullcontext())
             with cast:
-                loss = batch_loss(self.model, self.tok, batch, self.temperature, self.max_length) / len(group)
+                loss = self.loss(batch) / len(group)
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             total += float(loss.detach())
         if self.scaler is not None:
@@ -361,11 +386,15 @@ class Loop:
     def _checkpoint(self) -> None:
         es = self.tr.early_stopping
         if self.val:
-            loss = split_loss(self.model, self.tok, self.val, self.tr.batch_size, self.temperature, self.max_length)
-            self.rec({"event": "eval", "step": self.state.step, "split": "val", "loss": loss})
-            if es is not None and not math.isnan(loss):
-                if self.state.best is None or loss < self.state.best - es.min_delta:
-                    self.state.best, self.state.bad_evals = loss, 0
+            scores = self.validate()
+            self.rec({"event": "eval", "step": self.state.step, "split": "val", **scores})
+            name = es.metric.removeprefix("val.") if es is not None else "loss"
+            name = name if name in scores else "loss"
+            value = scores.get(name, math.nan)
+            if es is not None and not math.isnan(value):
+                sign = -1.0 if name in s.HIGHER_IS_BETTER else 1.0  # compare as "lower is better"
+                if self.state.best is None or sign * value < sign * self.state.best - es.min_delta:
+                    self.state.best, self.state.bad_evals = value, 0
                     self.state.best_checkpoint = str(self.folder / f"checkpoint-{self.state.step}")
                 else:
                     self.state.bad_evals += 1

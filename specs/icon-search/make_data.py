@@ -7,6 +7,9 @@ that describes it (`caption`). Icons are a coloured shape (circle, square, trian
 bar chart) of some size and position on a coloured background; the caption says so in one of several
 phrasings. No image repeats, and no caption is a near duplicate of another (Jaccard of character
 5-grams above 0.7 is rejected), so a random split cannot leak a test pair into training.
+`draw_pair`, `shingles` and `near` are shared with models/make_tiny_clip.py, which pre-trains the
+example's base on pairs from other random streams (none of them an image or a near-copy caption
+of this data).
 """
 
 from __future__ import annotations
@@ -77,36 +80,59 @@ def shingles(text: str) -> set[str]:
     return {norm[i:i + 5] for i in range(max(1, len(norm) - 4))}
 
 
-def main() -> None:
-    rng = random.Random(SEED)
-    images = HERE / "data" / "images"
-    if images.exists():
-        shutil.rmtree(images)
-    images.mkdir(parents=True)
-    rows: list[dict[str, str]] = []
+def draw_pair(rng: random.Random) -> tuple[dict[str, str], Image.Image, str] | None:
+    """One random draw: (its words: size, colour, shape, place, bg; the icon; a phrasing template),
+    or None for a colour on its own background. `template.format(**words)` is the caption."""
+    colour, bg = rng.choice(sorted(COLOURS)), rng.choice(sorted(BACKGROUNDS))
+    shape, size, place = rng.choice(SHAPES), rng.choice(sorted(SIZES)), rng.choice(sorted(PLACES))
+    if COLOURS[colour] == BACKGROUNDS.get(bg):
+        return None
+    words = {"size": size, "colour": colour, "shape": shape, "place": place, "bg": bg}
+    return words, draw(shape, COLOURS[colour], BACKGROUNDS[bg], SIZES[size], PLACES[place]), rng.choice(PHRASES)
+
+
+def near(sh: set[str], kept: list[set[str]]) -> bool:
+    return any(len(sh & k) / len(sh | k) > MAX_SIMILARITY for k in kept)
+
+
+def generate(seed: int, rows: int) -> list[tuple[str, bytes]]:
+    """`rows` distinct (caption, PNG bytes) pairs from the random stream `seed`: no image repeats
+    and no caption is a near duplicate of another."""
+    rng = random.Random(seed)
+    out: list[tuple[str, bytes]] = []
     kept: list[set[str]] = []
     seen: set[bytes] = set()
     tries = 0
-    while len(rows) < ROWS:
+    while len(out) < rows:
         tries += 1
-        assert tries < 100000, f"cannot find enough distinct pairs ({len(rows)} found)"
-        colour, bg = rng.choice(sorted(COLOURS)), rng.choice(sorted(BACKGROUNDS))
-        shape, size, place = rng.choice(SHAPES), rng.choice(sorted(SIZES)), rng.choice(sorted(PLACES))
-        if COLOURS[colour] == BACKGROUNDS.get(bg):
+        assert tries < 100000, f"cannot find enough distinct pairs ({len(out)} found)"
+        drawn = draw_pair(rng)
+        if drawn is None:
             continue
-        caption = rng.choice(PHRASES).format(size=size, colour=colour, shape=shape, place=place, bg=bg)
+        words, img, phrase = drawn
+        caption = phrase.format(**words)
         sh = shingles(caption)
-        if any(len(sh & k) / len(sh | k) > MAX_SIMILARITY for k in kept):
+        if near(sh, kept):
             continue
-        img = draw(shape, COLOURS[colour], BACKGROUNDS[bg], SIZES[size], PLACES[place])
         buf = io.BytesIO()
         img.save(buf, format="PNG", optimize=True)
         if img.tobytes() in seen or DIGIT_RUN.search(hashlib.sha256(buf.getvalue()).hexdigest()):
             continue
         seen.add(img.tobytes())
         kept.append(sh)
-        name = f"icon_{len(rows):03d}.png"
-        (images / name).write_bytes(buf.getvalue())
+        out.append((caption, buf.getvalue()))
+    return out
+
+
+def main() -> None:
+    images = HERE / "data" / "images"
+    if images.exists():
+        shutil.rmtree(images)
+    images.mkdir(parents=True)
+    rows: list[dict[str, str]] = []
+    for i, (caption, png) in enumerate(generate(SEED, ROWS)):
+        name = f"icon_{i:03d}.png"
+        (images / name).write_bytes(png)
         rows.append({"image": name, "caption": caption})
     out = HERE / "data" / "pairs.jsonl"
     with out.open("w", encoding="utf-8", newline="\n") as fh:

@@ -1,0 +1,230 @@
+"""Images for the vision backend: where a row's image is, decoding, preprocessing, augmentation.
+
+Where an image is (as the compiler's readers resolve it, compiler/data/readers.py):
+  image_folder  rows are {"image": "<class>/<file>", "label": "<class>"}, the path relative to the
+                folder the spec names for the split (`train "data/train"`, or `source`)
+  image_table   the path is relative to `image_root` when the data block gives one, else to the
+                folder of the table file
+  embedded      a `datasets` Image struct ({"bytes": ..., "path": ...}) is decoded from its bytes
+An image that cannot be read or decoded is a ValueError naming the file (the check read it, so it
+changed since, or the rows did not come from a checked spec).
+
+Preprocessing follows the model's pretrained_cfg through timm.data (resolve_data_config: input
+size, interpolation, mean/std, crop_pct/crop_mode): evaluation uses timm's own eval transform
+(create_transform(is_training=False)), the one a user of the artifact would build. Training uses
+the same resize and crop, the declared augmentations, then the same normalisation:
+  flip         horizontal flip, p = 0.5
+  crop         random resized crop of 50-100% of the area, aspect 3/4-4/3 (replaces the centre crop)
+  rotate       random rotation within +-15 degrees (corners filled with the mean colour)
+  color_jitter brightness, contrast and saturation +-0.4 (timm's default strength)
+  randaugment  torchvision RandAugment: 2 operations of magnitude 9
+  mixup        batch-level: images and one-hot targets blended, lambda ~ Beta(0.8, 0.8)
+  cutmix       batch-level: a box of another image pasted in, lambda ~ Beta(1, 1)
+(with both mixup and cutmix, each batch takes one of them at random, as timm's Mixup does).
+Every random draw is seeded from (train seed, epoch, row or batch): the same seed gives the same
+augmented batches, and a resumed run draws exactly what the uninterrupted one did.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftc.runtime.api import TrainContext
+
+AUGMENTS = ("flip", "crop", "color_jitter", "randaugment", "mixup", "cutmix", "rotate")
+BATCH_AUGMENTS = ("mixup", "cutmix")
+MIXUP_ALPHA, CUTMIX_ALPHA = 0.8, 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Where images are
+
+
+def _data_file(ctx: TrainContext, split: str) -> Any:
+    data = ctx.spec.data
+    return data.source if data.source is not None else getattr(data, split, None)
+
+
+def image_root(ctx: TrainContext, split: str) -> Path:
+    """The folder that the image paths of `split`'s rows are relative to."""
+    data = ctx.spec.data
+    if data is not None and data.image_root:
+        return ctx.checked.resolve_path(data.image_root, data.at("image_root")).resolve()
+    f = _data_file(ctx, split) if data is not None else None
+    if f is None:
+        raise ValueError(f"no data file for the `{split}` split: cannot tell where its images are")
+    return root_of(ctx.checked.resolve_path(f.path, f.span))
+
+
+def root_of(path: Path) -> Path:
+    """Image paths in an image folder are relative to it; in a table, to the table's folder."""
+    path = path.resolve()
+    return path if path.is_dir() else path.parent
+
+
+def shown(path: Path) -> str:
+    from ftc.compiler.check import display_path
+
+    return display_path(path)
+
+
+def open_image(value: Any, root: Path) -> Any:
+    """The row's image as an RGB PIL image (decoded now, the file closed); ValueError naming the
+    file when it cannot be read or decoded."""
+    from PIL import Image
+
+    data: bytes | None = None
+    where = "an embedded image"
+    if isinstance(value, dict):
+        data = value.get("bytes")
+        value = value.get("path") if data is None else value
+    if isinstance(value, str):
+        file = root / value
+        where = f"image `{shown(file)}`"
+        try:
+            data = file.read_bytes()
+        except OSError as e:
+            raise ValueError(f"cannot read {where}: {e.strerror or e}; the data changed since it was checked: "
+                             f"run `ftc check` again") from e
+    if not data:
+        raise ValueError(f"{where} is empty or missing (row value {str(value)[:80]!r})")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.convert("RGB")
+    except Exception as e:
+        raise ValueError(f"cannot decode {where}: {e or type(e).__name__}; replace or remove the file "
+                         f"(`ftc check` reports every unreadable image)") from e
+
+
+@dataclass
+class Images:
+    """The usable rows of a split: decoded images, class ids, and where each came from."""
+
+    images: list[Any] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    kept: list[int] = field(default_factory=list)  # row index of each image
+    names: list[str] = field(default_factory=list)  # the image path as the row gives it
+    skipped: int = 0
+
+
+def load_images(ctx: TrainContext, rows: list[dict[str, Any]], root: Path, labels: list[str]) -> Images:
+    """Decode the images of rows whose label is one of `labels` (others are counted, skipped)."""
+    sig = ctx.spec.signal
+    label2id = {name: i for i, name in enumerate(labels)}
+    out = Images()
+    for i, row in enumerate(rows):
+        value, label = row.get(sig.input), row.get(sig.target)
+        if value is None or str(label) not in label2id:
+            out.skipped += 1
+            continue
+        out.images.append(open_image(value, root))
+        out.labels.append(label2id[str(label)])
+        out.kept.append(i)
+        out.names.append(value if isinstance(value, str) else str(value.get("path") or "<embedded>"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms
+
+
+def data_config(model: Any) -> dict[str, Any]:
+    from timm.data.config import resolve_data_config
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return dict(resolve_data_config(model=inner))  # type: ignore[no-untyped-call]
+
+
+def eval_transform(model: Any) -> Any:
+    from timm.data.transforms_factory import create_transform
+
+    return create_transform(**data_config(model), is_training=False)
+
+
+def refuse_unknown(augment: tuple[str, ...]) -> None:
+    unknown = [a for a in augment if a not in AUGMENTS]
+    if unknown:
+        raise ValueError(f"augmentation {unknown[0]!r} is not implemented by the vision backend "
+                         f"(it knows {', '.join(AUGMENTS)})")
+
+
+def train_transform(model: Any, augment: tuple[str, ...]) -> Any:
+    """timm's eval preprocessing with the declared per-image augmentations (see the docstring)."""
+    from timm.data.transforms import str_to_interp_mode
+    from torchvision import transforms as T  # type: ignore[import-untyped]
+
+    refuse_unknown(augment)
+    cfg = data_config(model)
+    size = tuple(cfg["input_size"][1:])
+    interp = str_to_interp_mode(  # type: ignore[no-untyped-call]
+        cfg["interpolation"] if cfg["interpolation"] != "random" else "bicubic")
+    base = eval_transform(model).transforms
+    resize, tail = base[:-2], base[-2:]  # [resize, crop] + [to tensor, normalise]
+    ops: list[Any] = ([T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=interp)] if "crop" in augment
+                      else list(resize))
+    if "flip" in augment:
+        ops.append(T.RandomHorizontalFlip(0.5))
+    if "rotate" in augment:
+        fill = [round(255 * m) for m in cfg["mean"]]
+        ops.append(T.RandomRotation(15, interpolation=T.InterpolationMode.BILINEAR, fill=fill))
+    if "color_jitter" in augment:
+        ops.append(T.ColorJitter(0.4, 0.4, 0.4))
+    if "randaugment" in augment:
+        ops.append(T.RandAugment(num_ops=2, magnitude=9))
+    return T.Compose(ops + list(tail))
+
+
+def seeded(transform: Any, image: Any, seed: int) -> Any:
+    """`transform(image)` with torch's RNG seeded by `seed` (and restored after)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(image)
+
+
+def draw_seed(*parts: int) -> int:
+    """A seed from (train seed, epoch, index): distinct streams, stable everywhere."""
+    import hashlib
+
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (2**63)
+
+
+def mix(images: Any, targets: Any, n_classes: int, augment: tuple[str, ...], seed: int) -> tuple[Any, Any]:
+    """(images, soft targets) after mixup or cutmix with a batch partner (the batch reversed);
+    `targets` are class ids; without a batch augmentation, one-hot targets."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    soft = F.one_hot(targets, n_classes).float()
+    kinds = [a for a in BATCH_AUGMENTS if a in augment]
+    if not kinds or images.shape[0] < 2:
+        return images, soft
+    rng = np.random.default_rng(seed)
+    kind = kinds[int(rng.integers(len(kinds)))]
+    lam = float(rng.beta(MIXUP_ALPHA, MIXUP_ALPHA) if kind == "mixup" else rng.beta(CUTMIX_ALPHA, CUTMIX_ALPHA))
+    partner = images.flip(0)
+    if kind == "mixup":
+        mixed = images * lam + partner * (1 - lam)
+    else:
+        h, w = images.shape[-2:]
+        cut = math.sqrt(1 - lam)
+        bh, bw = int(h * cut), int(w * cut)
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        y0, y1 = max(cy - bh // 2, 0), min(cy + bh // 2, h)
+        x0, x1 = max(cx - bw // 2, 0), min(cx + bw // 2, w)
+        mixed = images.clone()
+        mixed[..., y0:y1, x0:x1] = partner[..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)  # the share of the image that stayed
+    return mixed, soft * lam + soft.flip(0) * (1 - lam)
+
+
+def stack(transform: Any, images: list[Any]) -> Any:
+    import torch
+
+    return torch.stack([transform(im) for im in images]) if images else torch.zeros((0,))
