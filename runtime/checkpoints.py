@@ -204,31 +204,49 @@ def _json(obj: Any) -> str | None:
 
 
 def optimizer_files(state: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
-    """(tensors, json) for an optimizer's state_dict, or None if it holds other objects."""
-    import torch
-
+    """(tensors, json) for an optimizer's state_dict, or None if it holds other objects. Values are
+    tensors, numbers, strings, None, or dicts of those (bitsandbytes' 8-bit optimizers keep their
+    quantisation state, `__bnb_optimizer_quant_state__`, as such a dict)."""
     tensors: dict[str, Any] = {}
     entries: dict[str, dict[str, Any]] = {}
     for pid, values in state["state"].items():
-        entry: dict[str, Any] = {}
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                name = f"{pid}.{key}"
-                tensors[name] = value.detach().to("cpu").contiguous()
-                entry[key] = {"tensor": name}
-            elif value is None or isinstance(value, (bool, int, float, str)):
-                entry[key] = {"value": value}
-            else:
-                return None
+        entry = _flatten(values, str(pid), tensors)
+        if entry is None:
+            return None
         entries[str(pid)] = entry
     meta = _json({"state": entries, "param_groups": state["param_groups"]})
     return (tensors, meta) if meta is not None else None
 
 
+def _flatten(values: dict[str, Any], prefix: str, tensors: dict[str, Any]) -> dict[str, Any] | None:
+    import torch
+
+    entry: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, torch.Tensor):
+            name = f"{prefix}.{key}"
+            tensors[name] = value.detach().to("cpu").contiguous()
+            entry[key] = {"tensor": name}
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            entry[key] = {"value": value}
+        elif isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            inner = _flatten(value, f"{prefix}.{key}", tensors)
+            if inner is None:
+                return None
+            entry[key] = {"dict": inner}
+        else:
+            return None
+    return entry
+
+
+def _unflatten(entry: dict[str, Any], tensors: dict[str, Any]) -> dict[str, Any]:
+    return {k: tensors[v["tensor"]] if "tensor" in v else _unflatten(v["dict"], tensors) if "dict" in v
+            else v["value"] for k, v in entry.items()}
+
+
 def optimizer_state(tensors: dict[str, Any], meta: str) -> dict[str, Any]:
     doc = json.loads(meta)
-    state = {int(pid): {k: tensors[v["tensor"]] if "tensor" in v else v["value"] for k, v in entry.items()}
-             for pid, entry in doc["state"].items()}
+    state = {int(pid): _unflatten(entry, tensors) for pid, entry in doc["state"].items()}
     return {"state": state, "param_groups": doc["param_groups"]}
 
 

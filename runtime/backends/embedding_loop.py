@@ -224,11 +224,22 @@ def _resume(last: Path, model: Any, optimizer: Any, scheduler: Any, scaler: Any)
 # The loop
 
 
-def _optimizer(params: list[Any], tr: s.Train) -> Any:
+def _optimizer(params: list[Any], tr: s.Train, device: Any = None, emit: Any = None) -> Any:
+    """The spec's optimizer for a hand-written loop: SGD (momentum 0.9), AdamW, or bitsandbytes'
+    8-bit AdamW (paged or not) on CUDA; on another device the 8-bit ones are AdamW, said in a note
+    (as the Trainer path does: runtime/backends/hf.py)."""
     import torch
 
     if tr.optimizer == "sgd":
         return torch.optim.SGD(params, lr=tr.learning_rate, momentum=0.9, weight_decay=tr.weight_decay)
+    if tr.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        if getattr(device, "type", str(device)) == "cuda":
+            from bitsandbytes.optim.adamw import AdamW8bit, PagedAdamW8bit
+
+            cls = PagedAdamW8bit if tr.optimizer == "paged_adamw_8bit" else AdamW8bit
+            return cls(params, lr=tr.learning_rate, weight_decay=tr.weight_decay)
+        if emit is not None:
+            emit({"event": "note", "message": f"optimizer {tr.optimizer} needs CUDA; using adamw on {device or 'cpu'}"})
     return torch.optim.AdamW(params, lr=tr.learning_rate, weight_decay=tr.weight_decay)
 
 
@@ -261,7 +272,7 @@ class Loop:
         self.val: list[Any] = []
         self.setup()
         self.total = total_steps(ctx, len(self.items))
-        self.optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], tr)
+        self.optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], tr, device_of(model), rec)
         self.scheduler = _scheduler(self.optimizer, tr, self.total)
         self.folder = ctx.run_dir / "checkpoints"
         self.every = tr.checkpoints.every if tr.checkpoints is not None else None

@@ -130,7 +130,7 @@ class Loop:
         self.total = total_steps(ctx, len(train.images))
         self.device = next(model.parameters()).device
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = _optimizer(params, tr)
+        self.optimizer = _optimizer(params, tr, self.device, rec)
         self.scheduler = _scheduler(self.optimizer, tr, self.total)
         self.folder = ctx.run_dir / "checkpoints"
         self.every = tr.checkpoints.every if tr.checkpoints is not None else None

@@ -134,7 +134,7 @@ def spec_text(task: str, method: str, signal: str, data: str, train: str, metric
 
 
 def context(root: Path, text: str, events: list[dict[str, Any]], *, max_steps: int | None,
-            resume: bool = False, allow: tuple[str, ...] = ()) -> TrainContext:
+            resume: bool = False, allow: tuple[str, ...] = (), device: str = "cpu") -> TrainContext:
     """Check the spec at root/spec.ftspec (its data read, no cache) and build a TrainContext.
     The spec must check without errors but those whose codes `allow` names."""
     path = root / "spec.ftspec"
@@ -147,7 +147,7 @@ def context(root: Path, text: str, events: list[dict[str, Any]], *, max_steps: i
     report = result.checked.data
     assert report is not None and report.parts, "the data was not read (cache hit?)"
     log: Callable[[dict[str, Any]], None] = events.append
-    return TrainContext(result.checked, report.parts, root / "run", log, resume=resume,
+    return TrainContext(result.checked, report.parts, root / "run", log, resume=resume, device=device,
                         stage_parts=report.stages.get("reward", {}), max_steps=max_steps)
 
 

@@ -207,3 +207,37 @@ def test_a_failed_background_finish_stops_training_and_is_never_picked(
     result = text.fit_sft(resumed).result
     assert result.steps == 4 and _steps(folder) == [1, 2, 3, 4]
     assert any(e.get("message") == "resuming from checkpoint-1" for e in resumed.events.of("note"))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["AdamW8bit", "PagedAdamW8bit"])
+def test_an_8bit_optimizer_state_is_saved_without_pickle_and_resumes_exactly(name: str) -> None:
+    # bitsandbytes keeps its quantisation state in a nested dict: it must round-trip through
+    # safetensors + JSON (before, such a state made the loops fail and the Trainer fall back to pickle)
+    import bitsandbytes as bnb
+    import torch
+
+    def make() -> tuple[Any, Any]:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(128, 128)  # 16K weights: over bitsandbytes' 4,096 for 8-bit state
+        return model, getattr(bnb.optim, name)(model.parameters(), lr=1e-2)
+
+    x = torch.randn(4, 128, generator=torch.Generator().manual_seed(1))
+
+    def steps(model: Any, opt: Any, n: int) -> None:
+        for _ in range(n):
+            model(x).square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+
+    a, opt_a = make()
+    steps(a, opt_a, 2)
+    files = checkpoints.optimizer_files(opt_a.state_dict())
+    assert files is not None
+    tensors, meta = files
+    assert any("__bnb_optimizer_quant_state__" in k for k in tensors) and json.loads(meta)
+    b, opt_b = make()
+    b.load_state_dict(a.state_dict())
+    opt_b.load_state_dict(checkpoints.optimizer_state(tensors, meta))
+    steps(a, opt_a, 3)
+    steps(b, opt_b, 3)
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)

@@ -24,6 +24,8 @@ def test_bf16_lora_on_cuda(make_ctx: MakeCtx) -> None:
     start = ctx.events.of("start")[0]
     assert start["precision"] == "bf16" and not [e for e in ctx.events.of("note") if "precision" in e]
     assert all(e["gpu_mb"] > 0 for e in ctx.events.of("step"))
+    saved = {p.name for p in (ctx.run_dir / "checkpoints").rglob("*") if p.is_file()}
+    assert {"optimizer.safetensors", "optimizer.json"} <= saved and "optimizer.pt" not in saved  # 8-bit state, no pickle
     ev = text.evaluate(ctx, result.model_dir, "test")
     assert ev.n == 30 and ev.metrics["loss"] > 0
     lat = text.measure_latency(ctx, result.model_dir, n=5, warmup=1)

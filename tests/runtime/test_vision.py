@@ -310,3 +310,11 @@ def test_an_image_table_resolves_paths_against_image_root(tmp_path: Path, convne
     assert result.checked is not None and result.checked.data is not None
     ctx = TrainContext(result.checked, result.checked.data.parts, tmp_path / "run", lambda e: None)
     assert vision.evaluate(ctx, None, "test").n == 9
+
+
+def test_an_8bit_optimizer_off_cuda_is_adamw_and_said(tmp_path: Path, resnet: Path, images: Path) -> None:
+    ctx = _ctx(tmp_path, resnet, images, train="steps 2; batch_size 8; learning_rate 3e-3; precision fp32; seed 7; "
+                                               "optimizer paged_adamw_8bit")
+    vision.fit(ctx)
+    notes = [e["message"] for e in ctx.events if e["event"] == "note"]  # type: ignore[attr-defined]
+    assert "optimizer paged_adamw_8bit needs CUDA; using adamw on cpu" in notes

@@ -39,3 +39,22 @@ def test_fp16_full_with_batchnorm_on_cuda(tmp_path: Path, resnet: Path, images: 
     fitted = vision.fit(ctx)
     assert fitted.result.kind == "full" and (tmp_path / "run" / "checkpoints" / "checkpoint-6").is_dir()
     assert vision.evaluate(ctx, None, "test").extra["head"]
+
+
+
+@pytest.mark.parametrize("name", ["adamw_8bit", "paged_adamw_8bit"])
+def test_8bit_optimizers_on_cuda_train_and_checkpoint(tmp_path: Path, resnet: Path, images: Path, name: str) -> None:  # noqa: F811
+    import bitsandbytes as bnb
+    from ftc.runtime.backends.embedding_loop import _optimizer
+    from ftc.runtime.backends.hf import train_block
+
+    ctx = _ctx(tmp_path, resnet, images, device="cuda",
+               train=f"epochs 2; batch_size 8; learning_rate 3e-3; precision fp32; seed 7; optimizer {name}")
+    notes: list[dict[str, object]] = []
+    opt = _optimizer([torch.nn.Parameter(torch.zeros(64, 64, device="cuda"))], train_block(ctx),
+                     torch.device("cuda"), notes.append)
+    assert isinstance(opt, bnb.optim.optimizer.Optimizer8bit) and notes == []
+    assert ("Paged" in type(opt).__name__) == name.startswith("paged")
+    fitted = vision.fit(ctx)
+    assert not any("needs CUDA" in str(e.get("message")) for e in ctx.events)  # type: ignore[attr-defined]
+    assert fitted.result.steps == 6 and (tmp_path / "run" / "checkpoints" / "checkpoint-6").is_dir()
