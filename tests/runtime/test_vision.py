@@ -318,3 +318,10 @@ def test_an_8bit_optimizer_off_cuda_is_adamw_and_said(tmp_path: Path, resnet: Pa
     vision.fit(ctx)
     notes = [e["message"] for e in ctx.events if e["event"] == "note"]  # type: ignore[attr-defined]
     assert "optimizer paged_adamw_8bit needs CUDA; using adamw on cpu" in notes
+
+
+def test_a_hub_base_is_refused_with_how_to_save_it_locally(tmp_path: Path, images: Path) -> None:
+    ctx = _ctx(tmp_path, Path("timm:resnet18"), images)
+    with pytest.raises(ValueError, match="is a hub id, and ftc does not download at run time") as err:
+        vision.train(ctx)
+    assert "timm.models.save_for_hf" in str(err.value) and not (tmp_path / "run" / "checkpoints").exists()
