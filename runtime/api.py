@@ -42,6 +42,13 @@ class TrainContext:
     def spec(self) -> Any:
         return self.checked.spec
 
+    def split_rows(self, split: str) -> list[dict[str, Any]]:
+        """The rows of a realised split; a split the spec does not have is a clear error."""
+        part = self.parts.get(split)
+        if part is None:
+            raise ValueError(f"no `{split}` split to evaluate on (splits: {', '.join(sorted(self.parts)) or 'none'})")
+        return part.rows
+
     def base_path(self) -> Path:
         """The base model's local folder (hub ids are refused at run time: no network)."""
         model = self.spec.model

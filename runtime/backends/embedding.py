@@ -227,13 +227,6 @@ def load_encoder(ctx: TrainContext, model_dir: Path | None) -> tuple[Any, Any, i
 # Evaluation and latency
 
 
-def _split_rows(ctx: TrainContext, split: str) -> list[dict[str, Any]]:
-    part = ctx.parts.get(split)
-    if part is None:
-        raise ValueError(f"no `{split}` split to evaluate on (splits: {', '.join(sorted(ctx.parts)) or 'none'})")
-    return part.rows
-
-
 def _kept(ctx: TrainContext, rows: list[dict[str, Any]]) -> list[int]:
     sig = ctx.spec.signal
     return [i for i, r in enumerate(rows) if r.get(sig.anchor) is not None and r.get(sig.positive) is not None]
@@ -265,7 +258,7 @@ def _scores(model: Any, tok: Any, rows: list[dict[str, Any]], ctx: TrainContext,
 
 
 def _usable(ctx: TrainContext, split: str) -> list[dict[str, Any]]:
-    rows = _split_rows(ctx, split)
+    rows = ctx.split_rows(split)
     return [rows[i] for i in _kept(ctx, rows)]
 
 
@@ -326,7 +319,7 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
 
 def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResult:
     """evaluate_rows on the spec's `split` (`model_dir` None: the base encoder)."""
-    return evaluate_rows(ctx, model_dir, _split_rows(ctx, split), split)
+    return evaluate_rows(ctx, model_dir, ctx.split_rows(split), split)
 
 
 def evaluate_file(ctx: TrainContext, model_dir: Path | None, dataset: str) -> EvalResult:

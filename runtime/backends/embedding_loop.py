@@ -256,6 +256,56 @@ def _permutation(n: int, seed: int, epoch: int) -> Any:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
 
 
+def optimizer_step(model: Any, optimizer: Any, scheduler: Any, scaler: Any, max_grad_norm: float) -> float:
+    """After the micro-batches' backward passes: unscale (fp16), clip, step, schedule, zero the
+    gradients; returns the gradient norm before clipping."""
+    import torch
+
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = max_grad_norm if max_grad_norm > 0 else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def step_event(state: State, scheduler: Any, loss: float, grad_norm: float, samples_per_s: float,
+               device: Any = None) -> dict[str, Any]:
+    """The `step` event every hand-written loop logs (monitor.py measures memory)."""
+    from ftc.runtime.backends.monitor import gpu_mb, rss_mb
+
+    event: dict[str, Any] = {"event": "step", "step": state.step, "epoch": state.epoch, "loss": loss,
+                             "lr": float(scheduler.get_last_lr()[0]), "grad_norm": grad_norm,
+                             "samples_per_s": samples_per_s, "rss_mb": round(rss_mb(), 1)}
+    gpu = gpu_mb(device)
+    if gpu is not None:
+        event["gpu_mb"] = round(gpu, 1)
+    return event
+
+
+def judge(state: State, value: float, higher: bool, es: Any, checkpoint: Path) -> None:
+    """Early stopping after one validation: `value` becomes the best (this checkpoint the best
+    one) when it beats the best by `min_delta`; otherwise one more bad evaluation, and training
+    stops after `patience` of them. NaN is never judged."""
+    if math.isnan(value):
+        return
+    better = state.best is None or (value > state.best + es.min_delta if higher
+                                    else value < state.best - es.min_delta)
+    if better:
+        state.best, state.bad_evals = value, 0
+        state.best_checkpoint = str(checkpoint)
+    else:
+        state.bad_evals += 1
+        state.stopped_early = state.bad_evals >= es.patience
+
+
 class Loop:
     """Optimizer steps over shuffled micro-batches; at each epoch end (or every `checkpoints every
     N steps`): validation loss (with early stopping) and a checkpoint, finished in the background."""
@@ -368,31 +418,11 @@ class Loop:
                 loss = self.loss(batch) / len(group)
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             total += float(loss.detach())
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        clip = self.tr.max_grad_norm if self.tr.max_grad_norm > 0 else math.inf
-        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.grad_norm = optimizer_step(self.model, self.optimizer, self.scheduler, self.scaler, self.tr.max_grad_norm)
         return total
 
     def _log(self, loss: float, samples_per_s: float) -> None:
-        from ftc.runtime.backends.monitor import gpu_mb, rss_mb
-
-        event: dict[str, Any] = {"event": "step", "step": self.state.step, "epoch": self.state.epoch,
-                                 "loss": loss, "lr": float(self.scheduler.get_last_lr()[0]),
-                                 "grad_norm": self.grad_norm, "samples_per_s": samples_per_s,
-                                 "rss_mb": round(rss_mb(), 1)}
-        gpu = gpu_mb()
-        if gpu is not None:
-            event["gpu_mb"] = round(gpu, 1)
-        self.rec(event)
+        self.rec(step_event(self.state, self.scheduler, loss, self.grad_norm, samples_per_s))
 
     def _checkpoint(self) -> None:
         es = self.tr.early_stopping
@@ -401,15 +431,9 @@ class Loop:
             self.rec({"event": "eval", "step": self.state.step, "split": "val", **scores})
             name = es.metric.removeprefix("val.") if es is not None else "loss"
             name = name if name in scores else "loss"
-            value = scores.get(name, math.nan)
-            if es is not None and not math.isnan(value):
-                sign = -1.0 if name in s.HIGHER_IS_BETTER else 1.0  # compare as "lower is better"
-                if self.state.best is None or sign * value < sign * self.state.best - es.min_delta:
-                    self.state.best, self.state.bad_evals = value, 0
-                    self.state.best_checkpoint = str(self.folder / f"checkpoint-{self.state.step}")
-                else:
-                    self.state.bad_evals += 1
-                    self.state.stopped_early = self.state.bad_evals >= es.patience
+            if es is not None:
+                judge(self.state, scores.get(name, math.nan), name in s.HIGHER_IS_BETTER, es,
+                      self.folder / f"checkpoint-{self.state.step}")
         self.finisher.wait()  # the previous one is in place (and retention done) before this one is staged
         staged = write_checkpoint(self.folder, self.model, self.optimizer, self.scheduler, self.scaler, self.state)
         job = functools.partial(checkpoints.finish, staged, self.folder, self.keep if self.keep is not None else 1,

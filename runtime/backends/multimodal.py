@@ -97,16 +97,9 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
                              "skipped": len(rows) - len(pairs)})
 
 
-def _split_rows(ctx: TrainContext, split: str) -> list[dict[str, Any]]:
-    part = ctx.parts.get(split)
-    if part is None:
-        raise ValueError(f"no `{split}` split to evaluate on (splits: {', '.join(sorted(ctx.parts)) or 'none'})")
-    return part.rows
-
-
 def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResult:
     """evaluate_rows on the spec's `split` (`model_dir` None: the base)."""
-    return evaluate_rows(ctx, model_dir, _split_rows(ctx, split), split, D.image_root(ctx, split))
+    return evaluate_rows(ctx, model_dir, ctx.split_rows(split), split, D.image_root(ctx, split))
 
 
 def evaluate_file(ctx: TrainContext, model_dir: Path | None, dataset: str) -> EvalResult:

@@ -180,4 +180,4 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
 
 def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResult:
     """evaluate_rows on the spec's `split` (reward_accuracy on the reward stage's split of that name)."""
-    return evaluate_rows(ctx, model_dir, pc.split_rows(ctx, split), split, reward_split=split)
+    return evaluate_rows(ctx, model_dir, ctx.split_rows(split), split, reward_split=split)

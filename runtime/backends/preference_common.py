@@ -309,13 +309,6 @@ def mean_over(scores: dict[str, list[float]], idx: list[int]) -> dict[str, float
     return {name: sum(values[i] for i in idx) / len(idx) for name, values in scores.items()} if idx else {}
 
 
-def split_rows(ctx: TrainContext, split: str) -> list[dict[str, Any]]:
-    part = ctx.parts.get(split)
-    if part is None:
-        raise ValueError(f"no `{split}` split to evaluate on (splits: {', '.join(sorted(ctx.parts)) or 'none'})")
-    return part.rows
-
-
 def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf
 

@@ -32,13 +32,6 @@ from ftc.runtime.backends import text
 SAMPLES = 5
 
 
-def _rows(ctx: TrainContext, split: str) -> list[dict[str, Any]]:
-    part = ctx.parts.get(split)
-    if part is None:
-        raise ValueError(f"no `{split}` split to evaluate on (splits: {', '.join(sorted(ctx.parts)) or 'none'})")
-    return part.rows
-
-
 def _declared(ctx: TrainContext) -> list[tuple[str, str | None]]:
     return [(m.name, m.average) for m in ctx.spec.eval.metrics] if ctx.spec.eval else []
 
@@ -248,7 +241,7 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
 
 
 def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResult:
-    return evaluate_rows(ctx, model_dir, _rows(ctx, split), split)
+    return evaluate_rows(ctx, model_dir, ctx.split_rows(split), split)
 
 
 def read_rows(ctx: TrainContext, dataset: str) -> list[dict[str, Any]]:
@@ -288,7 +281,7 @@ def measure_latency(ctx: TrainContext, model_dir: Path | None, split: str = "tes
     if warmup is None:
         warmup = ctx.spec.eval.latency_warmup if ctx.spec.eval is not None else 5
     model, tok = text.load_trained(ctx, model_dir)
-    rows = _rows(ctx, split) if split in ctx.parts else next(iter(ctx.parts.values())).rows
+    rows = ctx.split_rows(split) if split in ctx.parts else next(iter(ctx.parts.values())).rows
     limit, _ = text.max_length(ctx, tok, model)
     dev = _device(model)
     cuda = dev.type == "cuda"

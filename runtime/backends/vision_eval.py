@@ -26,13 +26,6 @@ SAMPLES = 5
 EVAL_BATCH = 64
 
 
-def split_rows(ctx: TrainContext, split: str) -> list[dict[str, Any]]:
-    part = ctx.parts.get(split)
-    if part is None:
-        raise ValueError(f"no `{split}` split to evaluate on (splits: {', '.join(sorted(ctx.parts)) or 'none'})")
-    return part.rows
-
-
 def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str, Any]], root: Path,
                   name: str) -> EvalResult:
     """Every metric on `rows` (images relative to `root`), overall and per slice."""
@@ -60,7 +53,7 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
 
 
 def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResult:
-    return evaluate_rows(ctx, model_dir, split_rows(ctx, split), vd.image_root(ctx, split), split)
+    return evaluate_rows(ctx, model_dir, ctx.split_rows(split), vd.image_root(ctx, split), split)
 
 
 def read_rows(ctx: TrainContext, dataset: str) -> tuple[list[dict[str, Any]], Path]:
@@ -97,7 +90,7 @@ def measure_latency(ctx: TrainContext, model_dir: Path | None, split: str = "tes
     if split not in ctx.parts:
         split = next(iter(ctx.parts))
     sig = ctx.spec.signal
-    rows = [r for r in split_rows(ctx, split) if r.get(sig.input) is not None]
+    rows = [r for r in ctx.split_rows(split) if r.get(sig.input) is not None]
     if not rows:
         raise ValueError(f"no usable rows in `{split}` to time")
     root = vd.image_root(ctx, split)

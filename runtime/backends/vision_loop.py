@@ -33,7 +33,10 @@ from ftc.runtime.backends.embedding_loop import (
     _permutation,
     _resume,
     _scheduler,
+    judge,
     load_weights,
+    optimizer_step,
+    step_event,
     write_checkpoint,
 )
 from ftc.runtime.backends.hf import (
@@ -233,31 +236,11 @@ class Loop:
             loss: Any = torch.nn.functional.cross_entropy(logits.float(), soft) / len(group)
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             total += float(loss.detach())
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        clip = self.tr.max_grad_norm if self.tr.max_grad_norm > 0 else math.inf
-        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.grad_norm = optimizer_step(self.model, self.optimizer, self.scheduler, self.scaler, self.tr.max_grad_norm)
         return total
 
     def _log(self, loss: float, samples_per_s: float) -> None:
-        from ftc.runtime.backends.monitor import gpu_mb, rss_mb
-
-        event: dict[str, Any] = {"event": "step", "step": self.state.step, "epoch": self.state.epoch,
-                                 "loss": loss, "lr": float(self.scheduler.get_last_lr()[0]),
-                                 "grad_norm": self.grad_norm, "samples_per_s": samples_per_s,
-                                 "rss_mb": round(rss_mb(), 1)}
-        gpu = gpu_mb(self.device)
-        if gpu is not None:
-            event["gpu_mb"] = round(gpu, 1)
-        self.rec(event)
+        self.rec(step_event(self.state, self.scheduler, loss, self.grad_norm, samples_per_s, self.device))
 
     def _evaluate(self) -> dict[str, float] | None:
         if self.val is None:
@@ -275,16 +258,7 @@ class Loop:
             if value is None:
                 raise ValueError(f"early stopping watches `val.{name}`, which image classification does not "
                                  f"report (it reports {', '.join(sorted(result))})")
-            if not math.isnan(value):
-                delta = self.tr.early_stopping.min_delta
-                better = self.state.best is None or (value > self.state.best + delta if higher
-                                                     else value < self.state.best - delta)
-                if better:
-                    self.state.best, self.state.bad_evals = value, 0
-                    self.state.best_checkpoint = str(self.folder / f"checkpoint-{self.state.step}")
-                else:
-                    self.state.bad_evals += 1
-                    self.state.stopped_early = self.state.bad_evals >= self.tr.early_stopping.patience
+            judge(self.state, value, higher, self.tr.early_stopping, self.folder / f"checkpoint-{self.state.step}")
         self.finisher.wait()
         if self.groups:  # every group's weights, trained yet or not: loading the best one restores them all
             for p in (p for g in self.groups for p in g):
