@@ -271,6 +271,26 @@ def recall_at_k(ctx: TrainContext, model_dir: Path | None, split: str, k: int) -
     return sum(r < k for r in _ranks(model, tok, rows, ctx, max_length)) / len(rows)
 
 
+def validation_scores(ctx: TrainContext, model: Any, tok: Any, max_length: int) -> dict[str, float]:
+    """recall_at_k and accuracy (as evaluate_rows defines them) of the in-memory model on the val
+    split: what early stopping on `val.recall_at_k` or `val.accuracy` watches while training."""
+    import torch
+
+    rows = _usable(ctx, "val")
+    if not rows:
+        return {}
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        ranks, wins = _scores(model, tok, rows, ctx, max_length)
+    model.train(was_training)
+    k = _k(ctx)
+    recall_1 = sum(r < 1 for r in ranks) / len(rows)
+    judged = [bool(w) for w in wins if w is not None]
+    return {"recall_at_k": sum(r < k for r in ranks) / len(rows), "recall_at_1": recall_1,
+            "accuracy": sum(judged) / len(judged) if judged else recall_1}
+
+
 def _k(ctx: TrainContext) -> int:
     declared = [m.k for m in ctx.spec.eval.metrics if m.name == "recall_at_k" and m.k] if ctx.spec.eval else []
     return int(declared[0]) if declared else 5

@@ -317,40 +317,73 @@ class Loop:
 
         self.ctx, self.model, self.tok, self.rec = ctx, model, tok, rec
         self.tr = tr = text.train_block(ctx)
-        self.temperature = float(ctx.spec.signal.temperature)
+        self.temperature = float(getattr(ctx.spec.signal, "temperature", None) or math.nan)  # contrastive only
         self.items: list[Any] = []
         self.val: list[Any] = []
         self.setup()
-        self.total = total_steps(ctx, len(self.items))
+        self.total = self.planned_steps()
         self.optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], tr, device_of(model), rec)
         self.scheduler = _scheduler(self.optimizer, tr, self.total)
         self.folder = ctx.run_dir / "checkpoints"
         self.every = tr.checkpoints.every if tr.checkpoints is not None else None
-        self.keep = tr.checkpoints.keep if tr.checkpoints is not None else None
-        precision = text.resolve_precision(ctx, rec)
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.keep = tr.checkpoints.keep if tr.checkpoints is not None else 1
+        self.es = text.early_stopping_metric(ctx)  # (name as validate() reports it, higher is better)
+        self.precision = text.resolve_precision(ctx, rec)
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.state = State()
         self.saved_at = -1
+        self.grad_norm = 0.0
         self.finisher = checkpoints.Finisher()
 
-    # The three hooks a model family overrides (the multimodal backend's loop does): what the
-    # examples are, the loss of one micro-batch of them, and the validation metrics.
+    # The hooks a model family overrides (the multimodal and vision loops do): what the examples
+    # are and how they batch, the loss of one micro-batch, the validation metrics, the training
+    # mode, and what a checkpoint holds besides the trainable weights.
 
     def setup(self) -> None:
         """Fill `items` (training examples) and `val` (validation examples): text triples here."""
         self.max_length = max_len(self.ctx, self.model)
         self.items, self.val = triples(self.ctx, "train"), triples(self.ctx, "val")
 
-    def loss(self, batch: list[Any]) -> Any:
-        """The loss of one micro-batch of `items` (a scalar tensor with gradients)."""
+    def planned_steps(self) -> int:
+        return total_steps(self.ctx, len(self.items))
+
+    def groups(self, order: list[int]) -> list[list[Any]]:
+        """One epoch's micro-batches of `items` in `order` (a seeded permutation)."""
+        groups = batches(self.items, order, self.tr.batch_size)
+        if not groups:
+            raise ValueError(f"in-batch negatives need batches of 2 rows or more: {len(self.items)} "
+                             f"training rows, batch_size {self.tr.batch_size}")
+        return groups
+
+    def loss(self, batch: list[Any], index: int) -> Any:
+        """The loss of one micro-batch (the `index`-th of its epoch): a scalar tensor with gradients."""
         return batch_loss(self.model, self.tok, batch, self.temperature, self.max_length)
 
+    def has_val(self) -> bool:
+        return bool(self.val)
+
+    def train_mode(self) -> None:
+        """Before each epoch and after an evaluation inside one."""
+        self.model.train()
+
+    def restored(self, last: Path) -> None:
+        """After resuming from checkpoint `last` (weights, optimizer, scheduler, RNG: done)."""
+
+    def write(self) -> Path:
+        """Stage this step's checkpoint folder; returns it (checkpoints.finish moves it in place)."""
+        return write_checkpoint(self.folder, self.model, self.optimizer, self.scheduler, self.scaler, self.state)
+
     def validate(self) -> dict[str, float]:
-        """Metrics on `val` at a checkpoint; early stopping watches the spec's metric when it is
-        one of them, else `loss`."""
-        return {"loss": split_loss(self.model, self.tok, self.val, self.tr.batch_size, self.temperature,
-                                   self.max_length)}
+        """Metrics on `val` at a checkpoint (early stopping watches the spec's one): the loss, and
+        recall_at_k, recall_at_1 and accuracy when early stopping watches one of those."""
+        out = {"loss": split_loss(self.model, self.tok, self.val, self.tr.batch_size, self.temperature,
+                                  self.max_length)}
+        if self.es is not None and self.es[0] != "loss":
+            from ftc.runtime.backends import embedding
+
+            out.update(embedding.validation_scores(self.ctx, self.model, self.tok, self.max_length))
+        return out
 
     def run(self) -> State:
         """Train to the last step; every checkpoint is finished (in place, retention done) on return."""
@@ -370,18 +403,14 @@ class Loop:
         last = text.resume_checkpoint(self.ctx, self.rec)
         if last is not None:
             self.state = _resume(Path(last), self.model, self.optimizer, self.scheduler, self.scaler)
+            self.restored(Path(last))
             self.rec.history[:0] = self.state.history  # the events before the resume, then ours
-            self.state.history = self.rec.history
             self.saved_at = self.state.step
         self.state.history = self.rec.history
-        self.model.train()
         while self.state.step < self.total and not self.state.stopped_early:
+            self.train_mode()
             order = [int(i) for i in _permutation(len(self.items), self.tr.seed, self.state.epoch)]
-            groups = batches(self.items, order, self.tr.batch_size)
-            if not groups:
-                raise ValueError(f"in-batch negatives need batches of 2 rows or more: {len(self.items)} "
-                                 f"training rows, batch_size {self.tr.batch_size}")
-            self._epoch(groups)
+            self._epoch(self.groups(order))
             if self.state.step >= self.total or self.state.stopped_early:
                 break
             self.state.epoch, self.state.micro = self.state.epoch + 1, 0
@@ -395,49 +424,50 @@ class Loop:
         for i in range(self.state.micro, len(groups), accum):
             start = time.perf_counter()
             group = groups[i:i + accum]
-            loss = self._step(group)
+            loss = self._step(group, i)
             self.state.step += 1
             self.state.micro = i + len(group)
             seconds = max(time.perf_counter() - start, 1e-9)
             self._log(loss, sum(len(b) for b in group) / seconds)
             if self.every is not None and self.state.step % self.every == 0:
                 self._checkpoint()
+                self.train_mode()
             if self.state.step >= self.total or self.state.stopped_early:
                 return
 
-    def _step(self, group: list[list[Any]]) -> float:
+    def _step(self, group: list[list[Any]], first: int) -> float:
         import contextlib
 
         import torch
 
         total = 0.0
-        for batch in group:
-            cast = (torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None
+        for k, batch in enumerate(group):
+            cast = (torch.autocast(device_of(self.model).type, dtype=self.dtype) if self.dtype is not None
                     else contextlib.nullcontext())
             with cast:
-                loss = self.loss(batch) / len(group)
+                loss = self.loss(batch, first + k) / len(group)
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             total += float(loss.detach())
         self.grad_norm = optimizer_step(self.model, self.optimizer, self.scheduler, self.scaler, self.tr.max_grad_norm)
         return total
 
     def _log(self, loss: float, samples_per_s: float) -> None:
-        self.rec(step_event(self.state, self.scheduler, loss, self.grad_norm, samples_per_s))
+        self.rec(step_event(self.state, self.scheduler, loss, self.grad_norm, samples_per_s, device_of(self.model)))
 
     def _checkpoint(self) -> None:
         es = self.tr.early_stopping
-        if self.val:
+        if self.has_val():
             scores = self.validate()
             self.rec({"event": "eval", "step": self.state.step, "split": "val", **scores})
-            name = es.metric.removeprefix("val.") if es is not None else "loss"
-            name = name if name in scores else "loss"
-            if es is not None:
-                judge(self.state, scores.get(name, math.nan), name in s.HIGHER_IS_BETTER, es,
-                      self.folder / f"checkpoint-{self.state.step}")
+            if es is not None and self.es is not None:
+                name, higher = self.es
+                if name not in scores:
+                    raise ValueError(f"early stopping watches `val.{name}`, which this model's validation does "
+                                     f"not compute (it computes {', '.join(sorted(scores))}); watch one of those")
+                judge(self.state, scores[name], higher, es, self.folder / f"checkpoint-{self.state.step}")
         self.finisher.wait()  # the previous one is in place (and retention done) before this one is staged
-        staged = write_checkpoint(self.folder, self.model, self.optimizer, self.scheduler, self.scaler, self.state)
-        job = functools.partial(checkpoints.finish, staged, self.folder, self.keep if self.keep is not None else 1,
-                                self.state.best_checkpoint)
+        staged = self.write()
+        job = functools.partial(checkpoints.finish, staged, self.folder, self.keep, self.state.best_checkpoint)
         if self.background:
             self.finisher.start(job)
         else:

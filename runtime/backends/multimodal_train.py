@@ -42,7 +42,7 @@ class ClipLoop(Loop):
         self.val = list(val.captions)
         self.k = recall_k(self.ctx)
 
-    def loss(self, batch: list[Any]) -> Any:
+    def loss(self, batch: list[Any], index: int) -> Any:
         import torch
 
         return D.batch_loss(self.model, self.tok, torch.stack([b[0] for b in batch]), [b[1] for b in batch],

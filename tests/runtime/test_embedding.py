@@ -137,3 +137,18 @@ def test_contrastive_resumes_from_its_last_checkpoint(root: Path) -> None:
     assert result.steps == 6
     assert [e["step"] for e in second if e["event"] == "step"] == [5, 6]
     assert [e["step"] for e in result.history if e["event"] == "step"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_early_stopping_on_val_recall_watches_recall(root: Path) -> None:
+    # before, the loop computed only the validation loss and silently watched it instead
+    from ftc.runtime.backends.embedding import train_contrastive
+
+    work = F.fresh(root, "es-recall")
+    events: list[dict[str, Any]] = []
+    spec = _spec(FULL, "1e-3", every=" every 2 steps").replace("on val.loss", "on val.recall_at_k")
+    ctx = F.context(work, spec, events, max_steps=8, allow=("FT203",))
+    result = train_contrastive(ctx)
+    evals = [e for e in events if e["event"] == "eval" and e["split"] == "val"]
+    assert len(evals) >= 3 and all({"loss", "recall_at_k", "recall_at_1", "accuracy"} <= set(e) for e in evals)
+    best = max(evals, key=lambda e: (e["recall_at_k"], -e["step"]))  # the first of the best recalls
+    assert result.best_checkpoint is not None and result.best_checkpoint.name == f"checkpoint-{best['step']}"

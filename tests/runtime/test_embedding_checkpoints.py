@@ -75,10 +75,10 @@ def _killed_before(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     """The process dies just before optimizer step `step` (a RuntimeError stands in for the kill)."""
     real = embedding_loop.Loop._step
 
-    def step_or_die(self: Any, group: Any) -> float:
+    def step_or_die(self: Any, group: Any, first: int) -> float:
         if self.state.step + 1 == step:
             raise RuntimeError("killed")
-        return float(real(self, group))
+        return float(real(self, group, first))
 
     monkeypatch.setattr(embedding_loop.Loop, "_step", step_or_die)
 

@@ -217,10 +217,10 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(root: Path, monke
     straight = multimodal.train(context(root, "straight", spec("lora"), [], max_steps=6))
     real = embedding_loop.Loop._step
 
-    def step_or_die(self: Any, group: Any) -> float:
+    def step_or_die(self: Any, group: Any, first: int) -> float:
         if self.state.step + 1 == 4:
             raise RuntimeError("killed")
-        return float(real(self, group))
+        return float(real(self, group, first))
 
     with monkeypatch.context() as m:
         m.setattr(embedding_loop.Loop, "_step", step_or_die)
