@@ -7,9 +7,9 @@ with the initial virtual tokens for prompt and prefix tuning), and that copy is 
 export. A full fine-tune and bottleneck adapters (identity at the start) get a frozen copy of the
 base from the same folder.
 
-Tokenised data is not taken from the cache here (unlike SFT and the reward model): TRL 1.16's
-DPOTrainer tokenises every text dataset itself and has no way to accept prepared ones (tokcache.py
-says where).
+Tokenised data: TRL's DPOTrainer prepares (tokenises) the pairs itself; `tokcache.dpo_trainer`
+stores what it prepared and hands it back on the next run with the same pairs, tokenizer and
+settings (tokcache.py says how).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from ftc.runtime.api import EvalResult, TrainContext, TrainResult
 from ftc.runtime.backends import preference_common as pc
-from ftc.runtime.backends import text
+from ftc.runtime.backends import text, tokcache
 from ftc.runtime.backends.artifacts import Fitted
 
 
@@ -49,7 +49,8 @@ def fit_dpo(ctx: TrainContext) -> Fitted:
     args = text.training_arguments(ctx, len(train_rows), config_cls=DPOConfig, emit=rec, has_val=has_val,
                                    beta=sig.beta, max_length=limit,
                                    **pc.best_metric(ctx, has_val, "rewards/accuracies", rec))
-    trainer = text.make_trainer_class(DPOTrainer)(
+    trainer = tokcache.dpo_trainer(
+        text.make_trainer_class(DPOTrainer), text.base_dir(ctx), rec,
         model=model, ref_model=ref_model, args=args, processing_class=tok, train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(val_rows) if has_val else None, callbacks=pc.callbacks(ctx, rec, has_val))
     run = pc.fit(ctx, trainer, rec, model, "dpo")

@@ -1,6 +1,6 @@
 """Tokenised data reused from the content-addressed cache (the plan's `data.tokenize` step).
 
-Two places tokenise training data:
+Four places tokenise training data:
 - classification: ftc itself (text.py `_classification_dataset`): the texts and label ids of a
   split become `input_ids`/`attention_mask`/`labels` (rows over the limit dropped when the spec's
   policy says so); `reuse` stores that dataset and hands it back on the next run;
@@ -13,22 +13,25 @@ Two places tokenise training data:
 - the reward model (reward.py `_pairs_dataset`): ftc tokenises text pairs itself into TRL's
   processed columns `chosen_ids`/`rejected_ids`, which TRL 1.16's `RewardTrainer._prepare_dataset`
   detects (`is_processed`) and does not tokenise again; `reuse` stores them. Chat pairs are
-  tokenised by TRL (chat template) and not cached.
-
-DPO is not cached: TRL 1.16's `DPOTrainer.__init__` (trl/trainer/dpo_trainer.py, "skip_prepare_dataset =
-self._is_vision_dataset") prepares every text dataset, and `_prepare_dataset` has no processed-column
-check and no config flag: it always extracts the prompt, appends EOS and tokenises from the
-`prompt`/`chosen`/`rejected` text, so prepared `prompt_ids`/`chosen_ids`/`rejected_ids` would be
-tokenised again (or, without the text columns, fail in `extract_prompt`). Skipping it would mean
-overriding a private method, which a TRL upgrade may change silently.
+  tokenised by TRL (chat template) and not cached;
+- DPO: TRL 1.16's `DPOTrainer.__init__` prepares every text dataset (trl/trainer/dpo_trainer.py,
+  "skip_prepare_dataset = self._is_vision_dataset") and its `_prepare_dataset` has no
+  processed-column check and no config flag (it extracts the prompt, appends EOS, tokenises
+  `prompt`/`chosen`/`rejected` into `prompt_ids`/`chosen_ids`/`rejected_ids`, drops rows whose
+  prompt fills `max_length` under `keep_start`). `dpo_trainer` builds a subclass whose
+  `_prepare_dataset` returns the stored dataset on a hit (TRL's is not called) and calls TRL's and
+  stores its result on a miss. That method is private, so the subclass is used only with TRL
+  1.16.x and while its signature is exactly (self, dataset, processing_class, args, dataset_name);
+  otherwise the plain trainer runs and a note says why the cache is off.
 
 The key is a sha256 (`compiler/data/cache.key_of`: ftc's version first) over: the kind; the
-transformers, tokenizers and (SFT) trl versions; the tokenizer (sha256 of each file of the folder
+transformers and tokenizers versions; the tokenizer (sha256 of each file of the folder
 it was loaded from except weights, its class, vocabulary size, special tokens, padding and
 truncation sides, model_max_length, chat template); a sha256 of exactly what is tokenised (the
 texts and label ids, the prompt/completion or messages rows, or the preference pairs); and the
-settings (classification and reward: max length and policy; SFT: every SFTConfig field TRL's
-preparation reads, and the role, since evaluation may pack differently).
+settings (classification and reward: max length and policy; SFT and DPO: the trl version, every
+SFTConfig or DPOConfig field TRL's preparation reads, and the role, since evaluation may pack
+differently).
 
 An entry is a folder `<cache>/tokens/<key>/`: the dataset as Arrow (`Dataset.save_to_disk`: Arrow
 files plus JSON state, no pickle) and `ftc_tokens.json` (row counts, what was dropped). It is
@@ -193,3 +196,66 @@ def sft_trainer(cls: type, folder: Path | None, emit: Emit, **kwargs: Any) -> An
     for role, k in keys.items():
         store(k, prepared[role], {"given_rows": len(given[role])})  # type: ignore[arg-type]
     return trainer
+
+
+# ---------------------------------------------------------------------------------------------
+# DPO: what TRL prepares, through its `_prepare_dataset`
+
+# DPOConfig fields read by TRL 1.16's `DPOTrainer._prepare_dataset` (dataset_num_proc only
+# parallelises its maps, which keep the row order)
+DPO_FIELDS = ("max_length", "truncation_mode")
+DPO_PARAMS = ("self", "dataset", "processing_class", "args", "dataset_name")
+
+
+def dpo_cache_off(cls: type) -> str | None:
+    """Why `cls._prepare_dataset` (TRL's DPOTrainer's) may not be wrapped by the cache, or None."""
+    import inspect
+
+    import trl
+
+    if not trl.__version__.startswith("1.16."):
+        return f"trl {trl.__version__} is not 1.16, whose DPOTrainer._prepare_dataset the cache wraps"
+    params = tuple(inspect.signature(cls._prepare_dataset).parameters)  # type: ignore[attr-defined]
+    if params != DPO_PARAMS:
+        return f"DPOTrainer._prepare_dataset takes ({', '.join(params)}), not ({', '.join(DPO_PARAMS)})"
+    return None
+
+
+def dpo_settings(args: Any, role: str) -> dict[str, Any]:
+    import trl
+
+    return {"trl": trl.__version__, "role": role, **{name: getattr(args, name, None) for name in DPO_FIELDS}}
+
+
+def dpo_trainer(cls: type, folder: Path | None, emit: Emit, **kwargs: Any) -> Any:
+    """`cls(**kwargs)` (a DPOTrainer) whose `_prepare_dataset` (TRL's: prompt extracted, EOS
+    appended, prompt/chosen/rejected tokenised, fully truncated rows dropped) hands back the stored
+    result for the same rows, tokenizer and settings, and stores what TRL prepared otherwise. With
+    another TRL than the one whose private method this relies on, the plain trainer (said once)."""
+    if not enabled():
+        return cls(**kwargs)
+    why = dpo_cache_off(cls)
+    if why is not None:
+        emit({"event": "note", "message": f"DPO's tokenised data is not cached: {why}"})
+        return cls(**kwargs)
+    from datasets import Dataset
+
+    fingerprints: dict[int, dict[str, Any]] = {}
+
+    def prepare(self: Any, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        if not isinstance(dataset, Dataset):  # an IterableDataset is prepared lazily: not stored
+            return cls._prepare_dataset(self, dataset, processing_class, args, dataset_name)  # type: ignore[attr-defined]
+        if id(processing_class) not in fingerprints:
+            fingerprints[id(processing_class)] = tokenizer_fingerprint(processing_class, folder)
+        k = key("dpo", fingerprints[id(processing_class)], content_digest(dataset.to_list()),
+                dpo_settings(args, dataset_name))
+        hit = load(k)
+        role = "val" if dataset_name == "eval" else dataset_name
+        if hit is not None:
+            emit({"event": "note", "message": f"{REUSED} (dpo {role}, {k[:10]})", "cache_key": k})
+            return hit[0]
+        prepared = cls._prepare_dataset(self, dataset, processing_class, args, dataset_name)  # type: ignore[attr-defined]
+        store(k, prepared, {"given_rows": len(dataset), "role": dataset_name})
+        return prepared
+
+    return type(cls.__name__, (cls,), {"_prepare_dataset": prepare, "__module__": cls.__module__})(**kwargs)

@@ -1,6 +1,6 @@
 """Tokenised preference pairs of the reward model from the content-addressed cache: reused on the
 next run with exactly the same losses, what was dropped said again, off with FTC_NO_CACHE.
-(DPO is not cached: TRL's DPOTrainer always tokenises itself, see tokcache.py.)"""
+(DPO's pairs, which TRL's DPOTrainer tokenises, are tested in test_tokcache_dpo.py.)"""
 
 from __future__ import annotations
 
