@@ -75,7 +75,12 @@ def usable(ctx: TrainContext, rows: list[dict[str, Any]]) -> list[int]:
 def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str, Any]], name: str) -> EvalResult:
     """Metrics of a DPO model (`model_dir` None: the base) on `rows` (named `name`), overall and per slice.
 
-    accuracy: the model gives the chosen reply a higher log-likelihood than the rejected one;
+    accuracy: DPO's implicit-reward accuracy (TRL's `rewards/accuracies`, RewardBench's way of
+    scoring a DPO model): the share of pairs whose reward margin, beta * ((log p(chosen) - log
+    p_base(chosen)) - (log p(rejected) - log p_base(rejected))), is positive, a tie counting half.
+    The base is its own reference, so every margin is 0 and it scores 0.5: no preference;
+    likelihood_accuracy: reference-free, the model gives the chosen reply a higher log-likelihood
+    than the rejected one (biased towards whichever reply is shorter);
     loss/perplexity: per-token NLL of the chosen replies (comparable with the base: the regression
     guard); dpo_loss and reward_margin: DPO's objective against the base as the reference;
     exact_match, f1 (token F1), format_validity, when the spec declares them: a greedy reply to
@@ -104,7 +109,9 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
         tokens = sum(chosen[i][1] for i in idx)
         loss = -sum(chosen[i][0] for i in idx) / tokens if tokens else math.nan
         margins = [sig.beta * ((chosen[i][0] - ref_c[i][0]) - (rejected[i][0] - ref_r[i][0])) for i in idx]
-        return {"accuracy": sum(chosen[i][0] > rejected[i][0] for i in idx) / len(idx), "loss": loss,
+        wins = sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins)
+        return {"accuracy": wins / len(idx), "likelihood_accuracy": sum(chosen[i][0] > rejected[i][0] for i in idx)
+                / len(idx), "loss": loss,
                 "perplexity": pc.perplexity(loss),
                 "dpo_loss": sum(math.log1p(math.exp(-m)) for m in margins) / len(idx),
                 "reward_margin": sum(margins) / len(idx), **pc.mean_over(decoded, idx)}

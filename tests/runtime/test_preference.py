@@ -93,6 +93,9 @@ def test_dpo_evaluation_compares_with_the_base(dpo_root: Path) -> None:
     assert base.n == tuned.n == len(ctx.parts["test"])
     assert base.metrics["dpo_loss"] == pytest.approx(math.log(2)) and base.metrics["reward_margin"] == 0
     assert tuned.metrics["reward_margin"] != 0 and all(math.isfinite(v) for v in tuned.metrics.values())
+    # accuracy is the implicit reward's (TRL, RewardBench): the base, its own reference, has no preference
+    assert base.metrics["accuracy"] == 0.5 and 0 <= base.metrics["likelihood_accuracy"] <= 1
+    assert tuned.metrics["accuracy"] != 0.5
 
 
 def test_dpo_resumes_from_its_last_checkpoint(dpo_root: Path) -> None:
