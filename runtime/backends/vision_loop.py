@@ -1,7 +1,6 @@
 """The vision training loop: cross-entropy over augmented batches, evaluation, checkpoints, resume.
 
-The loop is embedding_loop.Loop's (whose checkpoint format, optimizer, scheduler and resume it
-reuses): shuffled micro-batches (a permutation seeded by (seed, epoch)), gradient accumulation,
+The loop is loop.py's (its checkpoint format, optimizer, scheduler and resume): shuffled micro-batches (a permutation seeded by (seed, epoch)), gradient accumulation,
 clipping, the spec's schedule; at each epoch end (or every `checkpoints every N steps`) the
 validation split is scored (loss and every classification metric) and a checkpoint is staged, then
 finished (marker, fsync, atomic move, retention) on a background thread. Early stopping watches
@@ -9,7 +8,7 @@ the spec's metric (`early_stopping patience 2 on val.f1` works as well as `val.l
 stopping the best checkpoint's weights are the final ones (as the text trainer's
 load_best_model_at_end).
 
-Checkpoints hold the trainable weights (embedding_loop.write_checkpoint) plus the model's buffers
+Checkpoints hold the trainable weights (loop.write_checkpoint) plus the model's buffers
 (BatchNorm statistics: buffers.safetensors), the optimizer, scheduler and RNG states: a resumed
 run ends with the same weights as an uninterrupted one. Augmentations are seeded per image and
 batch (vision_data), so nothing else consumes the RNG streams that matter.
@@ -23,12 +22,12 @@ from typing import Any
 
 from ftc.runtime import metrics
 from ftc.runtime.api import TrainContext
-from ftc.runtime.backends import embedding_loop
+from ftc.runtime.backends import loop
 from ftc.runtime.backends import vision_data as vd
 from ftc.runtime.backends import vision_model as vm
-from ftc.runtime.backends.embedding_loop import load_weights
 from ftc.runtime.backends.hf import Recorder, train_block
 from ftc.runtime.backends.loading import labels_of
+from ftc.runtime.backends.loop import load_weights
 
 BUFFERS = "buffers.safetensors"
 
@@ -98,8 +97,8 @@ def load_checkpoint_weights(model: Any, folder: Path) -> None:
     load_buffers(model, folder)
 
 
-class Loop(embedding_loop.Loop):
-    """embedding_loop.Loop with images: see the module docstring."""
+class Loop(loop.Loop):
+    """loop.Loop with images: see the module docstring."""
 
     def __init__(self, ctx: TrainContext, model: Any, groups: list[list[Any]], train: vd.Images, val: Any,
                  val_labels: list[int], rec: Recorder) -> None:

@@ -45,7 +45,7 @@ def test_fp16_full_with_batchnorm_on_cuda(tmp_path: Path, resnet: Path, images: 
 @pytest.mark.parametrize("name", ["adamw_8bit", "paged_adamw_8bit"])
 def test_8bit_optimizers_on_cuda_train_and_checkpoint(tmp_path: Path, resnet: Path, images: Path, name: str) -> None:  # noqa: F811
     import bitsandbytes as bnb
-    from ftc.runtime.backends.embedding_loop import _optimizer
+    from ftc.runtime.backends.loop import _optimizer
     from ftc.runtime.backends.hf import train_block
 
     ctx = _ctx(tmp_path, resnet, images, device="cuda",
