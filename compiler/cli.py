@@ -251,10 +251,9 @@ def run(target: str, resume: bool, dry_run: bool, max_steps: int | None, device:
             settings_from_uri(mlflow_uri)
         except TrackingError as err:
             raise click.BadParameter(f"{err.message}; {err.hint}", param_hint="--mlflow") from None
-    if not target.endswith(".json"):
-        _checked_or_exit(target)  # print the diagnostics of a refused spec
+    checked = None if target.endswith(".json") else _checked_or_exit(target)  # prints a refused spec's diagnostics
     outcome = run_target(target, resume=resume, dry_run=dry_run, max_steps=max_steps, device=device,
-                         mlflow=mlflow_uri)
+                         mlflow=mlflow_uri, checked=checked)
     click.echo(f"ftc: {outcome.message}", err=outcome.exit_code not in (0,))
     sys.exit(outcome.exit_code)
 

@@ -190,7 +190,9 @@ def plan_mismatch(reviewed: Plan, current: Plan) -> list[str]:
 
 
 def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: int | None = None,
-        device: str = "cpu", out: Any = None, mlflow: str | None = None) -> Outcome:
+        device: str = "cpu", out: Any = None, mlflow: str | None = None, checked: Any = None) -> Outcome:
+    """`ftc run TARGET` (a spec, or a reviewed plan.json). `checked`: the spec's check_file result
+    when the caller has it already (the CLI checks first to print diagnostics), so it is not redone."""
     from ftc.compiler.check import CheckOptions, check_file, with_rows
     from ftc.compiler.plan import build_plan
     from ftc.runtime.executor import LocalExecutor, RunState, execute
@@ -203,7 +205,7 @@ def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: 
     if target.endswith(".json"):
         reviewed = Plan.from_dict(json.loads(Path(target).read_text(encoding="utf-8")))
         spec_path = reviewed.spec["path"]
-    result = check_file(Path(spec_path), CheckOptions())
+    result = checked if checked is not None and reviewed is None else check_file(Path(spec_path), CheckOptions())
     if not result.ok or result.checked is None:
         return Outcome("refused", "", Path("."), EXIT_REFUSED, "the spec is refused by `ftc check`")
     checked = with_rows(result.checked)

@@ -111,6 +111,24 @@ def test_dry_run_walks_every_node(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert not (tmp_path / "home").exists()  # a dry run leaves no run record
 
 
+def test_ftc_run_checks_the_spec_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import ftc.compiler.check as check_mod
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("FTC_HOME", str(tmp_path / "home"))
+    calls: list[str] = []
+    real = check_mod.check_file
+
+    def counted(path: Path, options: CheckOptions = CheckOptions()) -> object:
+        calls.append(str(path))
+        return real(path, options)
+
+    monkeypatch.setattr(check_mod, "check_file", counted)
+    res = CliRunner().invoke(cli, ["run", "specs/ticket-triage/ticket-triage.ftspec", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert calls == ["specs/ticket-triage/ticket-triage.ftspec"]
+
+
 def test_reviewed_plan_is_refused_when_data_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copytree(ROOT / "specs", tmp_path / "specs")
     monkeypatch.chdir(tmp_path)
