@@ -71,7 +71,11 @@ def fit_policy(ctx: TrainContext, reward_dir: Path, *, max_new_tokens: int | Non
     args = text.training_arguments(
         sctx, len(rows) * stage.generations, config_cls=config_cls, emit=rec, has_val=False,
         num_generations=stage.generations, generation_batch_size=_generation_batch(tr, stage.generations),
-        max_completion_length=new, beta=stage.kl_coef, include_num_input_tokens_seen="no")
+        max_completion_length=new, beta=stage.kl_coef, include_num_input_tokens_seen="no",
+        # the loss weighs each sampled sequence by exp(log p_now - log p_sampled); with dropout on in
+        # the training forward pass and off while sampling, that ratio is noise (seen: losses of 1e9
+        # on the example), so the policy and its reference run without dropout, as TRL advises
+        disable_dropout=True)
     trainer = text.make_trainer_class(trainer_cls)(
         model=model, reward_funcs=scorer, args=args, processing_class=tok, train_dataset=Dataset.from_list(rows),
         callbacks=pc.callbacks(sctx, rec, False))

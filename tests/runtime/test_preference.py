@@ -208,10 +208,23 @@ def test_policy_optimises_against_the_reward_model(rlhf_root: Path, algorithm: s
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    import torch
+    from ftc.runtime.backends import preference_common as pc
+
     root = rlhf_root  # the same run folder as the reward model: run/artifacts/reward is found there
     events: list[dict[str, Any]] = []
     ctx = F.context(root, _rlhf_spec(algorithm), events, max_steps=2)
-    result = train_policy(ctx, reward[1].model_dir, max_new_tokens=6)
+    seen: list[float] = []
+    real_fit = pc.fit
+
+    def fit(sctx: Any, trainer: Any, *args: Any, **kwargs: Any) -> Any:  # the dropout the loss sees
+        seen.extend(m.p for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout))
+        return real_fit(sctx, trainer, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(pc, "fit", fit)
+        result = train_policy(ctx, reward[1].model_dir, max_new_tokens=6)
+    assert seen and set(seen) == {0.0}  # the importance ratio of on-policy samples is 1, not dropout noise
 
     assert result.kind == "adapter" and result.steps == 2
     steps = _steps(events)
