@@ -216,15 +216,20 @@ class Registry:
             pause = min(pause * 2, 0.2)
 
     def _setup_once(self) -> None:
-        """Create or upgrade the schema (WAL mode first); reads only, when it is current."""
+        """Create or upgrade the schema (WAL mode first, outside a transaction); reads only, when
+        it is current."""
         db = self._connect()
         try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version >= SCHEMA_VERSION:
+            if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
                 return
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 db.execute("PRAGMA journal_mode=WAL")
-            db.execute("BEGIN IMMEDIATE")
+        except BaseException as err:
+            self._abort(db, err)
+            raise
+        finally:
+            db.close()
+        with self._db(write=True) as db:
             if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:  # another process may have
                 for statement in TABLES:
                     db.execute(statement)
@@ -233,12 +238,6 @@ class Registry:
                     if column not in columns:  # a registry written by an earlier ftc
                         db.execute(f"ALTER TABLE events ADD COLUMN {column} TEXT")
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException as err:
-            self._abort(db, err)
-            raise
-        finally:
-            db.close()
 
     @contextmanager
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
