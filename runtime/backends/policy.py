@@ -120,8 +120,13 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
 
     loss/perplexity   per-token NLL of the rows' reference answers (the field `reference`, else
                       the reward stage's chosen field, `target` or `completion`);
-    accuracy          where rows also hold the reward stage's chosen/rejected pair: the policy
-                      gives the chosen reply the higher log-likelihood;
+    accuracy          where rows also hold the reward stage's chosen/rejected pair: the implicit-
+                      reward accuracy, as for DPO (an RLHF policy kept near the base by the KL
+                      penalty has reward beta * log(p/p_base)): the share of pairs where the
+                      policy raised the chosen reply's log-likelihood relative to the base more
+                      than the rejected one's, a tie counting half (the base scores 0.5);
+    likelihood_accuracy  the reference-free comparison: the chosen reply has the higher
+                      log-likelihood (biased towards the shorter reply);
     exact_match, f1, format_validity (when declared): a greedy reply against the reference;
     reward            mean score of greedy completions by the run's reward model (when trained);
     reward_accuracy   the reward model on its own stage's split `reward_split` (when it has one),
@@ -136,14 +141,24 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
     references = [rows[i][ref] for i in kept] if ref else []
     nll = pc.completion_logps(model, tok, prompts, references, limit, batch) if ref else []
     pairs = _pairs(ctx, rows, kept)
-    wins: dict[int, bool] = {}
+    wins: dict[int, float] = {}
+    likely: dict[int, bool] = {}
     if pairs:
         pair_prompts = [prompts[j] for j in pairs]
-        good = pc.completion_logps(model, tok, pair_prompts, [rows[kept[j]][rstage.chosen] for j in pairs], limit,
-                                   batch)
-        bad = pc.completion_logps(model, tok, pair_prompts, [rows[kept[j]][rstage.rejected] for j in pairs], limit,
-                                  batch)
-        wins = {j: g[0] > b[0] for j, g, b in zip(pairs, good, bad, strict=True)}
+
+        def pair_logps(m: Any) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+            def of(field: str) -> list[tuple[float, int]]:
+                return pc.completion_logps(m, tok, pair_prompts, [rows[kept[j]][field] for j in pairs], limit, batch)
+            return of(rstage.chosen), of(rstage.rejected)
+
+        good, bad = pair_logps(model)
+        likely = {j: g[0] > b[0] for j, g, b in zip(pairs, good, bad, strict=True)}
+        ref_good, ref_bad = good, bad
+        if model_dir is not None:  # the base is the reference the policy was kept near
+            ref_good, ref_bad = pair_logps(text.load_trained(ctx, None)[0])
+        for j, g, b, rg, rb in zip(pairs, good, bad, ref_good, ref_bad, strict=True):
+            margin = (g[0] - rg[0]) - (b[0] - rb[0])
+            wins[j] = 1.0 if margin > 0 else 0.5 if margin == 0 else 0.0
     decoded: dict[str, list[float]] = {}
     if ref and pc.wants_decoding(ctx) and prompts:
         decoded = pc.decoded_scores(ctx, pc.greedy(model, tok, prompts, references, limit, batch), references)
@@ -163,9 +178,10 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
             tokens = sum(nll[i][1] for i in idx)
             loss = -sum(nll[i][0] for i in idx) / tokens if tokens else math.nan
             out.update(loss=loss, perplexity=pc.perplexity(loss))
-        judged = [wins[i] for i in idx if i in wins]
+        judged = [i for i in idx if i in wins]
         if judged:
-            out["accuracy"] = sum(judged) / len(judged)
+            out["accuracy"] = sum(wins[i] for i in judged) / len(judged)
+            out["likelihood_accuracy"] = sum(likely[i] for i in judged) / len(judged)
         if rewards:
             out["reward"] = sum(rewards[i] for i in idx) / len(idx)
         return {**out, **pc.mean_over(decoded, idx)}

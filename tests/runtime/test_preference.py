@@ -234,6 +234,16 @@ def test_policy_optimises_against_the_reward_model(rlhf_root: Path, algorithm: s
     _only_safetensors(result.model_dir)
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(root / "model"), result.model_dir)
     if algorithm == "rloo":  # evaluation does not depend on the optimiser: once is enough
+        import json
+
+        from ftc.runtime.backends.policy import evaluate_rows
+
+        pairs = [json.loads(line) for line in (root / "prefs.jsonl").read_text().splitlines()[:12]]
+        before = evaluate_rows(ctx, None, pairs, "pairs")
+        assert before.metrics["accuracy"] == 0.5  # the implicit reward: the base, its own reference, prefers nothing
+        assert 0 <= before.metrics["likelihood_accuracy"] <= 1
+        after = evaluate_rows(ctx, result.model_dir, pairs, "pairs")
+        assert after.metrics["accuracy"] != 0.5 and 0 <= after.metrics["accuracy"] <= 1, after.metrics
         ev = evaluate(ctx, result.model_dir, "test")
         assert {"loss", "perplexity", "reward", "reward_accuracy"} <= set(ev.metrics)
         assert ev.extra["reference_field"] == "reference" and ev.n == len(ctx.parts["test"])
