@@ -284,14 +284,15 @@ def validation_scores(ctx: TrainContext, model: Any, tok: Any, max_length: int) 
     with torch.inference_mode():
         ranks, wins = _scores(model, tok, rows, ctx, max_length)
     model.train(was_training)
-    k = _k(ctx)
+    k = recall_k(ctx)
     recall_1 = sum(r < 1 for r in ranks) / len(rows)
     judged = [bool(w) for w in wins if w is not None]
     return {"recall_at_k": sum(r < k for r in ranks) / len(rows), "recall_at_1": recall_1,
             "accuracy": sum(judged) / len(judged) if judged else recall_1}
 
 
-def _k(ctx: TrainContext) -> int:
+def recall_k(ctx: TrainContext) -> int:
+    """k of `metric recall_at_k K` (5 when the spec declares none)."""
     declared = [m.k for m in ctx.spec.eval.metrics if m.name == "recall_at_k" and m.k] if ctx.spec.eval else []
     return int(declared[0]) if declared else 5
 
@@ -313,7 +314,7 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
         return EvalResult(split=name, metrics={}, n=0, extra={"skipped": len(rows)})
     usable = [rows[i] for i in kept]
     model, tok, max_length = load_encoder(ctx, model_dir)
-    k = _k(ctx)
+    k = recall_k(ctx)
     ranks, wins = _scores(model, tok, usable, ctx, max_length)
 
     def compute(idx: list[int]) -> dict[str, float]:

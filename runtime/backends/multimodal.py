@@ -35,9 +35,10 @@ from ftc.runtime.api import EvalResult, TrainContext, TrainResult
 from ftc.runtime.backends import multimodal_data as D
 from ftc.runtime.backends import text
 from ftc.runtime.backends.artifacts import Fitted
+from ftc.runtime.backends.embedding import recall_k
 from ftc.runtime.backends.latency import DEFAULT_REQUESTS, model_name, time_requests, warmup_of
 from ftc.runtime.backends.multimodal_model import base_dir, load_trained
-from ftc.runtime.backends.multimodal_train import fit, recall_k
+from ftc.runtime.backends.multimodal_train import fit
 
 __all__ = ["base_dir", "evaluate", "evaluate_file", "evaluate_rows", "fit", "load_trained", "measure_latency",
            "train"]

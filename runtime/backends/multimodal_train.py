@@ -18,13 +18,8 @@ from ftc.runtime.backends import multimodal_data as D
 from ftc.runtime.backends import multimodal_model as M
 from ftc.runtime.backends import text
 from ftc.runtime.backends.artifacts import Fitted
+from ftc.runtime.backends.embedding import recall_k
 from ftc.runtime.backends.embedding_loop import Loop, load_weights
-
-
-def recall_k(ctx: TrainContext) -> int:
-    """k of `metric recall_at_k K` (5 when the spec declares none)."""
-    declared = [m.k for m in ctx.spec.eval.metrics if m.name == "recall_at_k" and m.k] if ctx.spec.eval else []
-    return int(declared[0]) if declared else 5
 
 
 class ClipLoop(Loop):

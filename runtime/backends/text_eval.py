@@ -32,7 +32,7 @@ from ftc.runtime.backends import text
 SAMPLES = 5
 
 
-def _declared(ctx: TrainContext) -> list[tuple[str, str | None]]:
+def declared_metrics(ctx: TrainContext) -> list[tuple[str, str | None]]:
     return [(m.name, m.average) for m in ctx.spec.eval.metrics] if ctx.spec.eval else []
 
 
@@ -75,7 +75,7 @@ def _evaluate_classification(ctx: TrainContext, model: Any, tok: Any, split: str
     y = [label2id[str(rows[i][sig.target])] for i in kept]
     limit, _ = text.max_length(ctx, tok, model)
     probs = _classify(model, tok, texts, limit, text.train_block(ctx).batch_size, _device(model))
-    declared = _declared(ctx)
+    declared = declared_metrics(ctx)
 
     def compute(idx: list[int]) -> dict[str, float]:
         m = metrics.classification_metrics([y[i] for i in idx], probs[idx])
@@ -202,7 +202,7 @@ def _evaluate_generation(ctx: TrainContext, model: Any, tok: Any, split: str,
             nll.extend(_nll(model, exs[i: i + batch], tok.pad_token_id))
         preds = [_generate(model, tok, e) for e in exs]
     extraction = ctx.spec.model.task == "extraction"
-    wants_format = extraction or any(n == "format_validity" for n, _ in _declared(ctx))
+    wants_format = extraction or any(n == "format_validity" for n, _ in declared_metrics(ctx))
     schema = output_schema(ctx) if wants_format else None
     pairs = [(p, e.target) for p, e in zip(preds, exs, strict=True)]
     exact = [float(metrics.exact_match(p, t)) for p, t in pairs]

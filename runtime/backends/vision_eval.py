@@ -19,8 +19,8 @@ from ftc.runtime.backends import vision_data as vd
 from ftc.runtime.backends import vision_model as vm
 from ftc.runtime.backends.latency import DEFAULT_REQUESTS, model_name, time_requests, warmup_of
 from ftc.runtime.backends.loading import labels_of
-from ftc.runtime.backends.text_eval import _slices
-from ftc.runtime.backends.vision_loop import declared, predict, scores
+from ftc.runtime.backends.text_eval import _slices, declared_metrics
+from ftc.runtime.backends.vision_loop import predict, scores
 
 SAMPLES = 5
 EVAL_BATCH = 64
@@ -35,7 +35,7 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
     transform = vd.eval_transform(model)
     probs: Any = predict(model, vd.stack(transform, found.images), EVAL_BATCH) if found.images else None
     y = found.labels
-    wanted = declared(ctx)
+    wanted = declared_metrics(ctx)
 
     def compute(idx: list[int]) -> dict[str, float]:
         return scores([y[i] for i in idx], probs[idx], wanted)

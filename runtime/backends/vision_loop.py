@@ -28,12 +28,9 @@ from ftc.runtime.backends import vision_model as vm
 from ftc.runtime.backends.hf import Recorder, train_block
 from ftc.runtime.backends.loading import labels_of
 from ftc.runtime.backends.loop import load_weights
+from ftc.runtime.backends.text_eval import declared_metrics
 
 BUFFERS = "buffers.safetensors"
-
-
-def declared(ctx: TrainContext) -> list[tuple[str, str | None]]:
-    return [(m.name, m.average) for m in ctx.spec.eval.metrics] if ctx.spec.eval else []
 
 
 def scores(y: list[int], probs: Any, declared_metrics: list[tuple[str, str | None]]) -> dict[str, float]:
@@ -151,7 +148,7 @@ class Loop(loop.Loop):
 
     def validate(self) -> dict[str, float]:
         self.model.eval()
-        return scores(self.val_labels, predict(self.model, self.val_images, self.tr.batch_size), declared(self.ctx))
+        return scores(self.val_labels, predict(self.model, self.val_images, self.tr.batch_size), declared_metrics(self.ctx))
 
     def restored(self, last: Path) -> None:
         load_buffers(self.model, last)

@@ -49,6 +49,15 @@ def _fresh_data(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FTC_NO_CACHE", "1")
 
 
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project in tmp_path with its registry in tmp_path/.ftc (FTC_HOME), the default timeout."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FTC_HOME", str(tmp_path / ".ftc"))
+    monkeypatch.delenv("FTC_REGISTRY_TIMEOUT", raising=False)
+    return tmp_path / ".ftc"
+
+
 # ---------------------------------------------------------------------------------------------
 # Data
 

@@ -30,14 +30,6 @@ SPEC_A = 'spec "demo" {\n  method lora { rank 8 }\n  train { learning_rate 1e-3 
 SPEC_B = 'spec "demo" {\n  method lora { rank 16 }\n  train { learning_rate 1e-3 }\n}\n'
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("FTC_HOME", str(tmp_path / ".ftc"))
-    monkeypatch.delenv("FTC_REGISTRY_TIMEOUT", raising=False)
-    return tmp_path / ".ftc"
-
-
 def _record(run_id: str, *, spec_text: str | None = SPEC_A, passed: bool = True, f1: float = 0.9,
             rank: int = 8, train_sha: str = "a" * 64) -> dict[str, Any]:
     rec: dict[str, Any] = {

@@ -23,14 +23,6 @@ from ftc.runtime.store import Store
 from tests.conftest import ROOT
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("FTC_HOME", str(tmp_path / ".ftc"))
-    monkeypatch.delenv("FTC_REGISTRY_TIMEOUT", raising=False)
-    return tmp_path / ".ftc"
-
-
 def add(reg: Registry, run_id: str, at: float, *, status: str = "rejected", spec: str = "demo",
         keep: int | None = None, artifact: bool = True, weights: bytes = b"") -> None:
     """A run as `ftc run` records it, started at `at` and finished 10 s later, whose lineage records
