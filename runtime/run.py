@@ -240,12 +240,19 @@ def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: 
         registry.mark(run_id, "running")
         registry.update_record(run_id, lambda _old: record)  # this process now owns the run (gc checks its pid)
     else:
-        run_id = new_run_id(checked.name)
-        run_dir = registry.root / "runs" / run_id
-        record = {**lineage(plan, checked), "run_id": run_id, "run_dir": str(run_dir), "options": options,
-                  "pid": os.getpid()}
+        base_record = lineage(plan, checked)
         with store.lock(exclusive=False):  # `ftc gc` never sees this folder without its record
-            run_dir.mkdir(parents=True)
+            (registry.root / "runs").mkdir(parents=True, exist_ok=True)
+            while True:  # two runs of one spec in the same second draw from 65,536 suffixes: never share a folder
+                run_id = new_run_id(checked.name)
+                run_dir = registry.root / "runs" / run_id
+                try:
+                    run_dir.mkdir()
+                    break
+                except FileExistsError:
+                    continue
+            record = {**base_record, "run_id": run_id, "run_dir": str(run_dir), "options": options,
+                      "pid": os.getpid()}
             try:
                 (run_dir / "plan.json").write_text(plan.to_json(), encoding="utf-8")
                 registry.start(run_id, checked.name, plan.hash, record)

@@ -90,7 +90,10 @@ def test_two_runs_started_together_are_both_recorded_with_full_lineage(project: 
     diff = runner.invoke(cli, ["runs", "diff", ids[0], ids[1]])
     assert diff.exit_code == 0 and "spec: same" in diff.output and "seed: same" in diff.output
     pytest.importorskip("ftc.runtime.report")
-    result = runner.invoke(cli, ["report", ids[0][:-2], "--out", str(project / "out" / "report.html")])
+    # a report by an id prefix: the shortest cut of ids[0] (two characters off at most) that is not also a
+    # prefix of ids[1] (ids made in the same second share all but their random suffix)
+    prefix = next(ids[0][:n] for n in range(len(ids[0]) - 2, len(ids[0]) + 1) if not ids[1].startswith(ids[0][:n]))
+    result = runner.invoke(cli, ["report", prefix, "--out", str(project / "out" / "report.html")])
     assert result.exit_code == 0, result.output
     html = (project / "out" / "report.html").read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<!doctype html") and "<svg" in html and ids[0] in html
@@ -146,3 +149,22 @@ def test_a_locked_registry_stops_ftc_run_and_leaves_no_run_folder(project: Path,
     runs = project / ".ftc" / "runs"
     assert not runs.exists() or list(runs.iterdir()) == []
     assert Registry().runs() == []
+
+
+def test_a_run_id_drawn_twice_in_one_second_gets_a_new_suffix(project: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of one spec in the same second draw their suffix from 65,536: a drawn id whose folder
+    exists (another process's run) is drawn again, never shared or failed on."""
+    from ftc.compiler.cli import cli
+    from ftc.runtime import run as run_module
+
+    taken = project / ".ftc" / "runs" / "ticket-triage-20261123-000000-aaaa"
+    taken.mkdir(parents=True)
+    (taken / "marker").write_text("another run's folder\n")
+    drawn = iter(["ticket-triage-20261123-000000-aaaa", "ticket-triage-20261123-000000-bbbb"])
+    monkeypatch.setattr(run_module, "new_run_id", lambda _name: next(drawn))
+    result = CliRunner().invoke(cli, ["run", SPEC, "--max-steps", "1"])
+    assert result.exit_code in (0, 4), result.output
+    assert "run ticket-triage-20261123-000000-bbbb:" in result.output
+    assert [r["id"] for r in Registry().runs()] == ["ticket-triage-20261123-000000-bbbb"]
+    assert sorted(p.name for p in taken.iterdir()) == ["marker"]
