@@ -90,6 +90,19 @@ def new_run_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
+def _new_run_dir(runs: Path, name: str) -> tuple[str, Path]:
+    """A fresh run folder: two runs of one spec in the same second draw from 65,536 suffixes, and a
+    drawn id whose folder exists (another process's run) is drawn again, never shared."""
+    runs.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_id = new_run_id(name)
+        try:
+            (runs / run_id).mkdir()
+        except FileExistsError:
+            continue
+        return run_id, runs / run_id
+
+
 def lineage(plan: Plan, checked: Any) -> dict[str, Any]:
     import importlib.metadata as md
 
@@ -242,15 +255,7 @@ def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: 
     else:
         base_record = lineage(plan, checked)
         with store.lock(exclusive=False):  # `ftc gc` never sees this folder without its record
-            (registry.root / "runs").mkdir(parents=True, exist_ok=True)
-            while True:  # two runs of one spec in the same second draw from 65,536 suffixes: never share a folder
-                run_id = new_run_id(checked.name)
-                run_dir = registry.root / "runs" / run_id
-                try:
-                    run_dir.mkdir()
-                    break
-                except FileExistsError:
-                    continue
+            run_id, run_dir = _new_run_dir(registry.root / "runs", checked.name)
             record = {**base_record, "run_id": run_id, "run_dir": str(run_dir), "options": options,
                       "pid": os.getpid()}
             try:
