@@ -213,16 +213,18 @@ def _train_nodes(b: _Builder, c: CheckedSpec, tok: str, sizes: dict[str, int]) -
         return [b.add("train", "train", [tok, "model.attach"],
                       {"signal": _plain(spec.signal), "train": _plain(tr)}, train_est)]
     sig = spec.signal
-    rtr = sig.reward.train or tr
+    rtr = s.merged_train(tr, sig.reward.train)
     reward_rows = sizes.get("reward.train", sizes.get("train", 0))
     reward_inputs = [tok, "model.load_base"]
     reward = b.add("train.reward", "train_reward", reward_inputs,
                    {"stage": _plain(sig.reward), "train": _plain(rtr)},
                    {"steps": train_steps(reward_rows, rtr, devices), "examples": reward_rows})
-    ptr = sig.policy.train or tr
+    ptr = s.merged_train(tr, sig.policy.train)
+    # a policy step trains on `batch_size` sampled replies: `generations` of them per prompt
+    completions = sizes.get("train", 0) * sig.policy.generations
     policy = b.add("train.policy", "train_policy", [tok, "model.attach", reward],
                    {"stage": _plain(sig.policy), "train": _plain(ptr)},
-                   {"steps": train_steps(sizes.get("train", 0), ptr, devices), "examples": sizes.get("train", 0),
+                   {"steps": train_steps(completions, ptr, devices), "examples": sizes.get("train", 0),
                     "memory_bytes": memory})
     return [reward, policy]
 
@@ -240,18 +242,22 @@ def _eval_nodes(b: _Builder, c: CheckedSpec, tok: str, final: str) -> list[str]:
     reads = eval_reads(spec)
     splits = sorted({g.split or "test" for g in ev.gates if g.dataset is None and g.metric != "latency"} | {"test"})
     out: list[str] = []
+    # RLHF's reward metrics score the base's replies with the reward model of stage 1 as well
+    scorer = ["train.reward"] if spec.signal.kind == "rlhf" and {m.name for m in ev.metrics} & set(s.RLHF_METRICS) \
+        else []
     for split in splits:
         slices = sorted({g.slice for g in ev.gates if (g.split or "test") == split and g.slice})
         # the rows come in through `tok`'s inputs; what else the evaluation reads is in `reads`
         params = {"split": split, "metrics": metrics, "slices": slices, **reads}
-        out.append(b.add(f"eval.base.{split}", "evaluate", [tok, "model.load_base"], {**params, "model": "base"}))
+        out.append(b.add(f"eval.base.{split}", "evaluate", [tok, "model.load_base", *scorer],
+                         {**params, "model": "base"}))
         out.append(b.add(f"eval.tuned.{split}", "evaluate", [tok, final], {**params, "model": "tuned"}))
     regression = {g.dataset: g for g in ev.gates if g.dataset is not None}
     for dataset in sorted(regression):
         params = {"dataset": dataset, **_regression_file(c, dataset, regression[dataset]), "metrics": metrics,
                   "max_length": _plain(spec.data.max_length), **reads}
         suffix = regression_slug(dataset)
-        out.append(b.add(f"eval.base.regression.{suffix}", "evaluate", ["model.load_base"],
+        out.append(b.add(f"eval.base.regression.{suffix}", "evaluate", ["model.load_base", *scorer],
                          {**params, "model": "base"}))
         out.append(b.add(f"eval.tuned.regression.{suffix}", "evaluate", [final], {**params, "model": "tuned"}))
     if any(g.metric == "latency" for g in ev.gates):

@@ -8,7 +8,7 @@ statements against these tables; rules read the resulting frozen objects.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import field, fields
+from dataclasses import field, fields, replace
 from typing import Any
 
 from ftc.compiler import ast
@@ -104,7 +104,7 @@ class Gate:
     split: str | None
     slice: str | None
     dataset: str | None  # `on "data/general.jsonl"`
-    versus: str | None  # `vs base`
+    versus: str | None  # `vs base`: the gate reads tuned - base (for `regression`, its own comparison)
     span: Span
     metric_span: Span
 
@@ -250,11 +250,16 @@ def sig_artifacts(args: t.Args, key_span: Span, key: str) -> t.Parsed:
 
 
 METRICS = ("accuracy", "precision", "recall", "f1", "auc", "loss", "perplexity", "exact_match",
-           "format_validity", "recall_at_k", "zero_shot_accuracy")
+           "format_validity", "recall_at_k", "zero_shot_accuracy", "reward", "reward_accuracy")
+# RLHF only: `reward` is the mean score the spec's trained reward model gives the model's greedy
+# replies to the split's prompts (any real number); `reward_accuracy` is that reward model's own
+# accuracy on the split's preference pairs.
+RLHF_METRICS = ("reward", "reward_accuracy")
 AVERAGES = ("micro", "macro", "weighted")
 LATENCY = ("p50", "p95", "p99")
 HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "auc", "exact_match", "format_validity",
-                    "recall_at_k", "zero_shot_accuracy"}
+                    "recall_at_k", "zero_shot_accuracy", "reward_accuracy"}  # rates, between 0 and 1
+UNBOUNDED_HIGHER = {"reward"}  # higher is better, any real number
 
 
 def sig_metric(args: t.Args, key_span: Span, key: str) -> t.Parsed:
@@ -751,3 +756,13 @@ def complete(spec: Spec) -> Complete:
         raise ValueError("the spec is incomplete: check it first")
     return Complete(spec.intent, spec.model, spec.method, spec.signal, spec.data, spec.train or Train(),
                     spec.eval, spec.budget or Budget())
+
+
+def merged_train(base: Train | None, stage: Train | None) -> Train:
+    """An RLHF stage's `train` block over the spec's: keys the user wrote in the stage win."""
+    if stage is None:
+        return base if base is not None else Train()
+    if base is None:
+        return stage
+    written = {name: getattr(stage, name) for name in schema_fields(Train) if stage.given(name)}
+    return replace(base, **written)

@@ -23,7 +23,7 @@ class TrainContext:
     parts:      realised splits ("train", "val", "test"), rows already renamed by `fields`
     stage_parts: RLHF reward-stage splits when the reward stage has its own data
     run_dir:    the run's folder: checkpoints/, artifacts/, metrics.jsonl live below it
-    log:        called with one dict per event: {"event": "step", "step", "loss", "lr",
+    log:        called with one dict per event: {"event": "step", "step", "of", "loss", "lr",
                 "grad_norm", "samples_per_s" | "tokens_per_s", "rss_mb", "gpu_mb"?} or
                 {"event": "eval", "step", "split", metrics...}; the executor prints and records it
     resume:     continue from the last complete checkpoint under run_dir/checkpoints

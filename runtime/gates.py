@@ -4,7 +4,10 @@ A gate reads the tuned model's metric on its split (or slice); `latency.pNN` rea
 measurement of the final model ("latency"), with the base model's ("base:latency") as `before`;
 `regression` compares the tuned model with the base on the gate's split or data set:
 for loss it is the relative increase (tuned - base) / base, for a higher-is-better metric the drop
-base - tuned. A gate whose value cannot be found fails, with the reason: it never passes silently.
+base - tuned. Any other gate written `vs base` reads the difference tuned - base (for latency, in
+seconds), so that `gate reward >= 0.1 vs base` asks for an improvement over the base of at least 0.1;
+its `before` is 0, the base's own difference. A gate whose value cannot be found fails, with the
+reason: it never passes silently.
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ def evaluate(gates: list[dict[str, Any]], results: dict[str, Any]) -> list[GateR
         if g["metric"] == "latency":
             pct = g.get("qualifier") or "p95"
             value, before = _seconds(results.get("latency"), pct), _seconds(results.get("base:latency"), pct)
+            if g.get("versus") == "base":
+                out.append(_versus_base(text, op, g["threshold"], value, before, f"latency.{pct}"))
+                continue
             out.append(GateResult(text, value, before, value is not None and op(value, g["threshold"]),
                                   "" if value is not None else "latency was not measured"))
             continue
@@ -77,9 +83,21 @@ def evaluate(gates: list[dict[str, Any]], results: dict[str, Any]) -> list[GateR
         tuned, base = _scores(results, "tuned", g), _scores(results, "base", g)
         value = metric_value(tuned, g["metric"], g.get("qualifier")) if tuned is not None else None
         before = metric_value(base, g["metric"], g.get("qualifier")) if base is not None else None
+        if g.get("versus") == "base":
+            out.append(_versus_base(text, op, g["threshold"], value, before, g["metric"]))
+            continue
         passed = value is not None and op(value, g["threshold"])
         out.append(GateResult(text, value, before, passed, "" if value is not None else "metric not measured"))
     return out
+
+
+def _versus_base(text: str, op: Any, threshold: float, tuned: float | None, base: float | None,
+                 name: str) -> GateResult:
+    """A gate on the difference tuned - base."""
+    if tuned is None or base is None:
+        return GateResult(text, None, None, False, f"{name} of the base or tuned model was not measured")
+    value = tuned - base
+    return GateResult(text, value, 0.0, bool(op(value, threshold)), f"{name}: base {base:.4g}, tuned {tuned:.4g}")
 
 
 def _seconds(measured: Any, pct: str) -> float | None:

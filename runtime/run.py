@@ -39,13 +39,18 @@ class Outcome:
 
 
 class Progress:
-    """Prints events: a live line for training steps on a terminal, plain lines otherwise."""
+    """Prints events: a live line for training steps on a terminal, plain lines otherwise. Each
+    training node counts its own steps: out of what its trainer says it will take (the step
+    event's `of`), else out of the plan's estimate for that node (`planned`, by node id; `steps`
+    for a node the plan does not know). The ETA is that node's."""
 
-    def __init__(self, run_dir: Path, total_steps: int, stream: Any = None) -> None:
+    def __init__(self, run_dir: Path, steps: int, stream: Any = None, planned: dict[str, int] | None = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
-        self.total = max(1, total_steps)
+        self.planned = planned or {}
+        self.total = max(1, steps)
         self.started = time.monotonic()
+        self.first_step: int | None = None  # the first step this node logged here (a resume starts later)
         self.events = (run_dir / "events.jsonl").open("a", encoding="utf-8")
         self.history: list[dict[str, Any]] = []
 
@@ -57,6 +62,9 @@ class Progress:
         if kind == "step":
             self._step(event)
         elif kind == "node":
+            if event["id"] in self.planned:
+                self.total = max(1, self.planned[event["id"]])
+            self.started, self.first_step = time.monotonic(), None
             self._line(f"· {event['id']} ({event['kind']})" + (" [dry run]" if event.get("dry") else ""))
         elif kind in ("eval", "latency"):
             shown = {k: v for k, v in event.items() if isinstance(v, float)}
@@ -66,10 +74,15 @@ class Progress:
 
     def _step(self, e: dict[str, Any]) -> None:
         step = int(e.get("step", 0))
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / step * (self.total - step) if step else 0.0
-        text = (f"  step {step}/{self.total}  loss {e.get('loss', float('nan')):.4f}  "
-                f"lr {e.get('lr', 0):.2e}  eta {int(eta) // 60}:{int(eta) % 60:02d}")
+        if isinstance(e.get("of"), int) and e["of"] > 0:
+            self.total = e["of"]
+        if self.first_step is None:  # time is counted from the first step logged in this process
+            self.first_step, self.started = step, time.monotonic()
+        done = step - self.first_step
+        eta = (time.monotonic() - self.started) / done * max(0, self.total - step) if done > 0 else None
+        shown = "--:--" if eta is None else f"{int(eta) // 60}:{int(eta) % 60:02d}"
+        text = (f"  step {step}/{max(self.total, step)}  loss {e.get('loss', float('nan')):.4f}  "
+                f"lr {e.get('lr', 0):.2e}  eta {shown}")
         if self.tty:
             self.stream.write("\r" + text.ljust(70))
             self.stream.flush()
@@ -88,6 +101,13 @@ class Progress:
 
 def new_run_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def _planned_steps(estimated: int, max_steps: int | None) -> int:
+    """Steps a training node is expected to take: the plan's estimate, capped by `--max-steps`."""
+    if estimated and max_steps:
+        return min(estimated, max_steps)
+    return estimated or max_steps or 0
 
 
 def _new_run_dir(runs: Path, name: str) -> tuple[str, Path]:
@@ -266,8 +286,9 @@ def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: 
 
                 shutil.rmtree(run_dir, ignore_errors=True)
                 raise
-    total = sum(int(n.estimate.get("steps") or 0) for n in plan.nodes if n.kind.startswith("train"))
-    progress = Progress(run_dir, max_steps or total)
+    planned = {n.id: _planned_steps(int(n.estimate.get("steps") or 0), max_steps)
+               for n in plan.nodes if n.kind.startswith("train")}
+    progress = Progress(run_dir, max(planned.values(), default=0), planned=planned)
     state = RunState(plan, checked, run_dir, progress, resume=resume, max_steps=max_steps, device=device)
     executor = LocalExecutor()
     print(f"run {run_id}: {checked.name}, plan {plan.hash[:12]}", file=out)

@@ -94,6 +94,7 @@ RULES: tuple[Rule, ...] = (
     resources.memory_over_budget,
     resources.memory_unknown,
     resources.gate_unresolvable,
+    evaluation.gate_versus_model,
     # files the spec names
     files.file_not_found,
     # the data itself (read unless --no-data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ftc.compiler import schema as s
 from ftc.compiler.check import CheckedSpec
 from ftc.compiler.rules.base import ERROR, Hit, rule
 
@@ -26,9 +27,10 @@ TASKS_BY_SIGNAL = {
 METRICS_BY_TASK = {
     "classification": ("accuracy", "precision", "recall", "f1", "auc", "loss"),
     "image_classification": ("accuracy", "precision", "recall", "f1", "auc", "loss"),
-    "generation": ("loss", "perplexity", "exact_match", "accuracy", "f1", "format_validity"),
+    "generation": ("loss", "perplexity", "exact_match", "accuracy", "f1", "format_validity", "reward",
+                   "reward_accuracy"),
     "extraction": ("exact_match", "format_validity", "f1", "accuracy", "loss"),
-    "preference": ("accuracy", "loss"),
+    "preference": ("accuracy", "loss", "reward", "reward_accuracy"),
     "embedding": ("recall_at_k", "accuracy", "loss"),
     "image_text_contrastive": ("recall_at_k", "zero_shot_accuracy", "loss"),
 }
@@ -214,10 +216,14 @@ def extraction_needs_schema(c: CheckedSpec) -> Iterator[Hit]:
 
 @rule("FT126", "metric-task-mismatch", ERROR)
 def metric_task_mismatch(c: CheckedSpec) -> Iterator[Hit]:
-    """A metric that the task cannot produce (perplexity of a classifier, recall@k of a generator).
+    """A metric that the task or signal cannot produce (perplexity of a classifier, recall@k of a
+    generator, `reward` without a reward model).
 
     Why:
-    A metric that cannot be computed for the task leaves its gates undecidable.
+    A metric that cannot be computed for the task leaves its gates undecidable. `reward` (the
+    mean score of the trained reward model on the model's replies) and `reward_accuracy` (that
+    reward model's accuracy on the split's preference pairs) exist only under `signal rlhf`,
+    whose first stage trains the reward model.
 
     Example:
         eval { metric perplexity; metric f1 macro; gate f1 >= 0.85 on test }
@@ -225,7 +231,7 @@ def metric_task_mismatch(c: CheckedSpec) -> Iterator[Hit]:
     Use instead:
         eval { metric f1 macro; gate f1 >= 0.85 on test }
     """
-    m, ev = c.spec.model, c.spec.eval
+    m, ev, sig = c.spec.model, c.spec.eval, c.spec.signal
     if m is None or ev is None:
         return
     allowed = METRICS_BY_TASK[m.task]
@@ -233,3 +239,6 @@ def metric_task_mismatch(c: CheckedSpec) -> Iterator[Hit]:
         if metric.name not in allowed:
             yield Hit(f"metric `{metric.name}` does not apply to task `{m.task}`", metric.span,
                       help=f"metrics for `{m.task}`: {_names(allowed)}")
+        elif metric.name in s.RLHF_METRICS and sig is not None and sig.kind != "rlhf":
+            yield Hit(f"metric `{metric.name}` needs a reward model, and `signal {sig.kind}` trains none",
+                      metric.span, help="gate on `accuracy` or `loss`, or train a reward model with `signal rlhf`")

@@ -110,6 +110,10 @@ def gate_metric_not_computed(c: CheckedSpec) -> Iterator[Hit]:
             if g.qualifier is not None and g.qualifier not in names and g.qualifier != "loss":
                 yield Hit(f"`regression.{g.qualifier}` compares a metric that is never computed", g.metric_span,
                           help=f"add `metric {g.qualifier}` or gate on `regression` (loss)")
+        elif g.metric not in s.METRICS:
+            yield Hit(f"`{g.metric}` is not a metric ftc computes", g.metric_span,
+                      help=f"gate on one of the metrics `eval` declares ({', '.join(f'`{n}`' for n in sorted(names))}), "
+                           "`latency.p95` or `regression`")
         elif g.metric not in names:
             known = ", ".join(f"`{n}`" for n in sorted(names)) or "none"
             yield Hit(f"gate on `{g.metric}`, which `eval` never computes", g.metric_span,
@@ -195,7 +199,8 @@ def gate_threshold_impossible(c: CheckedSpec) -> Iterator[Hit]:
 
     Why:
     Such a gate either always fails or always passes, so it decides nothing. Rates are written
-    as fractions (0.85) or percentages (85%).
+    as fractions (0.85) or percentages (85%). A gate written `vs base` reads the difference
+    tuned - base, which may be negative but, for a rate, lies between -1 and 1.
 
     Example:
         eval { metric f1 macro; gate f1 >= 85 on test }
@@ -207,10 +212,15 @@ def gate_threshold_impossible(c: CheckedSpec) -> Iterator[Hit]:
     if ev is None:
         return
     for g in ev.gates:
-        if g.metric in s.HIGHER_IS_BETTER and not 0 <= g.threshold <= 1:
+        delta = g.versus is not None and g.metric != "regression"
+        if g.metric in s.HIGHER_IS_BETTER and delta and not -1 <= g.threshold <= 1:
+            yield Hit(f"`{g.metric}` lies between 0 and 1, so its difference from the base lies between -1 and 1; "
+                      f"the threshold `{g.threshold_text}` is outside it", g.span,
+                      help=f"write the difference as a fraction (`{g.metric} >= 0.05 vs base`) or a percentage (`5%`)")
+        elif g.metric in s.HIGHER_IS_BETTER and not delta and not 0 <= g.threshold <= 1:
             yield Hit(f"`{g.metric}` lies between 0 and 1; the threshold `{g.threshold_text}` is outside it",
                       g.span, help=f"write the threshold as a fraction (`{g.metric} >= 0.85`) or a percentage (`85%`)")
-        elif g.threshold < 0:
+        elif g.threshold < 0 and not delta and g.metric not in s.UNBOUNDED_HIGHER:
             yield Hit(f"the threshold `{g.threshold_text}` is negative", g.span, help="give a non-negative threshold")
 
 
@@ -231,7 +241,7 @@ def gate_wrong_direction(c: CheckedSpec) -> Iterator[Hit]:
     if ev is None:
         return
     for g in ev.gates:
-        higher = g.metric in s.HIGHER_IS_BETTER
+        higher = g.metric in s.HIGHER_IS_BETTER or g.metric in s.UNBOUNDED_HIGHER
         lower = g.metric in ("latency", "loss", "perplexity", "regression")
         if (higher and g.op in ("<", "<=")) or (lower and g.op in (">", ">=")):
             want = ">=" if higher else "<="
@@ -240,6 +250,31 @@ def gate_wrong_direction(c: CheckedSpec) -> Iterator[Hit]:
         elif g.op in ("==", "!="):
             yield Hit(f"`{g.op}` on a measured metric almost never holds as intended", g.span,
                       help="gate with >= or <=")
+
+
+@rule("FT171", "gate-versus-model", ERROR)
+def gate_versus_model(c: CheckedSpec) -> Iterator[Hit]:
+    """A gate that compares with a model other than the base (`vs "models/previous"`).
+
+    Why:
+    ftc evaluates two models in a run, the base and the tuned one, so `vs` can only name `base`:
+    a gate against another model would be decided without that model ever being evaluated.
+    To compare with a previous fine-tune, make it the base of this spec, or compare two runs
+    with `ftc runs diff`.
+
+    Example:
+        eval { metric f1 macro; gate f1 >= 0.02 vs "models/triage-v1" on test }
+
+    Use instead:
+        eval { metric f1 macro; gate f1 >= 0.02 vs base on test }
+    """
+    ev = c.spec.eval
+    if ev is None:
+        return
+    for g in ev.gates:
+        if g.versus is not None and g.versus != "base":
+            yield Hit(f'`vs "{g.versus}"`: ftc compares a tuned model only with its base', g.span,
+                      help="write `vs base`, or compare two runs with `ftc runs diff RUN RUN`")
 
 
 @rule("FT118", "data-source-conflict", ERROR)

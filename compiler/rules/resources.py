@@ -121,7 +121,7 @@ def gate_unresolvable(c: CheckedSpec) -> Iterator[Hit]:
     if not n:
         return  # unknown, or an empty split (FT220)
     for g in ev.gates:
-        if g.metric not in s.HIGHER_IS_BETTER or g.split not in (None, "test") or g.slice is not None:
+        if g.metric not in s.HIGHER_IS_BETTER or g.split not in (None, "test") or g.slice is not None or g.versus:
             continue
         if g.op not in (">=", ">") or not 0 < g.threshold < 1:
             continue

@@ -295,7 +295,8 @@ def early_stopping_metric_unknown(c: CheckedSpec) -> Iterator[Hit]:
 
     Why:
     Early stopping watches a validation metric; if the metric is never computed, training never
-    stops early. Use `val.loss` or a metric the `eval` block declares, on `val`.
+    stops early. Use `val.loss` or a metric the `eval` block declares, on `val`. RLHF's `reward`
+    and `reward_accuracy` are measured only when the run evaluates, so they cannot be watched.
 
     Example:
         train { epochs 3; learning_rate 2e-4; early_stopping patience 2 on val.accuracy; checkpoints keep 2 }
@@ -316,6 +317,9 @@ def early_stopping_metric_unknown(c: CheckedSpec) -> Iterator[Hit]:
     elif data is not None and "val" not in data.split_names():
         yield Hit("early stopping needs a validation split, and the data has none", es.span,
                   help='add `val "data/val.jsonl"` or a three-way `split 80/10/10`')
+    elif metric in s.RLHF_METRICS:
+        yield Hit(f"early stopping on `{metric}`: the reward model scores replies only at evaluation, not while "
+                  "training", es.span, help="watch `val.loss`")
     elif metric != "loss" and metric not in names:
         yield Hit(f"early stopping on `{metric}`, which `eval` never computes", es.span,
                   help=f"add `metric {metric}` to `eval`, or watch `val.loss`")

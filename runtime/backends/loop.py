@@ -178,11 +178,13 @@ def optimizer_step(model: Any, optimizer: Any, scheduler: Any, scaler: Any, max_
 
 
 def step_event(state: State, scheduler: Any, loss: float, grad_norm: float, samples_per_s: float,
-               device: Any = None) -> dict[str, Any]:
-    """The `step` event every hand-written loop logs (monitor.py measures memory)."""
+               device: Any = None, of: int | None = None) -> dict[str, Any]:
+    """The `step` event every hand-written loop logs (monitor.py measures memory); `of`: the
+    steps this training will take, at most."""
     from ftc.runtime.backends.monitor import gpu_mb, rss_mb
 
-    event: dict[str, Any] = {"event": "step", "step": state.step, "epoch": state.epoch, "loss": loss,
+    event: dict[str, Any] = {"event": "step", "step": state.step, **({"of": of} if of else {}),
+                             "epoch": state.epoch, "loss": loss,
                              "lr": float(scheduler.get_last_lr()[0]), "grad_norm": grad_norm,
                              "samples_per_s": samples_per_s, "rss_mb": round(rss_mb(), 1)}
     gpu = gpu_mb(device)
@@ -343,7 +345,8 @@ class Loop:
         return total
 
     def _log(self, loss: float, samples_per_s: float) -> None:
-        self.rec(step_event(self.state, self.scheduler, loss, self.grad_norm, samples_per_s, device_of(self.model)))
+        self.rec(step_event(self.state, self.scheduler, loss, self.grad_norm, samples_per_s, device_of(self.model),
+                            self.total))
 
     def _checkpoint(self) -> None:
         es = self.tr.early_stopping

@@ -1,7 +1,7 @@
 """Training telemetry: a TrainerCallback that turns transformers' logs into ftc events.
 
 Events (each passed to `emit`, which records it and calls the executor's `ctx.log`):
-  {"event": "step", "step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s"?,
+  {"event": "step", "step", "of", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s"?,
    "rss_mb", "gpu_mb"?}         every `logging_steps` optimizer steps; speeds count training time
                                  only; gpu_mb: peak allocated since the previous step event (CUDA)
   {"event": "eval", "step", "split": "val", "loss", <metrics>...}
@@ -95,7 +95,9 @@ class MonitorCallback(TrainerCallback):
         steps = state.global_step - self._last_step
         dt = max(self._train_time, 1e-9)
         samples = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-        event: dict[str, Any] = {"event": "step", "step": state.global_step, "epoch": state.epoch,
+        of = int(getattr(state, "max_steps", 0) or 0)
+        event: dict[str, Any] = {"event": "step", "step": state.global_step, **({"of": of} if of > 0 else {}),
+                                 "epoch": state.epoch,
                                  "loss": _num(logs.get("loss")), "lr": logs.get("learning_rate"),
                                  "grad_norm": _num(logs.get("grad_norm")), "samples_per_s": samples / dt}
         tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)

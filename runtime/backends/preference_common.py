@@ -34,14 +34,7 @@ RL_LOG_KEYS = ("reward", "reward_std", "kl", "entropy", "rewards/accuracies", "r
 # Settings and contexts
 
 
-def merged_train(base: s.Train | None, stage: s.Train | None) -> s.Train:
-    """A stage's `train` block over the spec's: keys the user wrote in the stage win."""
-    if stage is None:
-        return base if base is not None else s.Train()
-    if base is None:
-        return stage
-    written = {name: getattr(stage, name) for name in s.schema_fields(s.Train) if stage.given(name)}
-    return dataclasses.replace(base, **written)
+merged_train = s.merged_train  # a stage's `train` block over the spec's (compiler/schema.py)
 
 
 def train_settings(ctx: TrainContext, stage: str | None = None) -> s.Train:

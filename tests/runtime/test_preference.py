@@ -248,3 +248,12 @@ def test_policy_optimises_against_the_reward_model(rlhf_root: Path, algorithm: s
         assert {"loss", "perplexity", "reward", "reward_accuracy"} <= set(ev.metrics)
         assert ev.extra["reference_field"] == "reference" and ev.n == len(ctx.parts["test"])
         assert all(math.isfinite(v) for v in ev.metrics.values())
+        # the base's replies are scored by the same reward model (`gate reward >= 0.1 vs base`)
+        from ftc.runtime.gates import evaluate as gates
+
+        base = evaluate(ctx, None, "test")
+        assert math.isfinite(base.metrics["reward"]) and base.metrics["reward_accuracy"] == ev.metrics["reward_accuracy"]
+        [gate] = gates([{"metric": "reward", "qualifier": None, "op": ">=", "threshold": -1e9, "split": "test",
+                         "slice": None, "dataset": None, "versus": "base", "text": "-1e9"}],
+                       {"tuned:test": ev, "base:test": base})
+        assert gate.passed and gate.value == ev.metrics["reward"] - base.metrics["reward"]

@@ -260,3 +260,27 @@ def test_a_split_evaluation_node_carries_what_it_reads_from_the_spec(
     assert after.node("eval.base.test").hash != before.node("eval.base.test").hash
     assert after.node("eval.tuned.test").hash != before.node("eval.tuned.test").hash
     assert after.node("train").hash == before.node("train").hash  # training does not read slices
+
+
+def test_rlhf_reward_metrics_evaluate_the_base_after_the_reward_model(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`reward` scores the base's replies too (for `gate reward >= 0.1 vs base`), with the reward model
+    of stage 1: the base evaluation waits for it, and only when a reward metric is declared."""
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    monkeypatch.chdir(tmp_path)
+    path = Path("specs/rlhf-helpfulness/rlhf-helpfulness.ftspec")
+    text = path.read_text(encoding="utf-8")
+    eval_block = text[text.index("  eval {"):text.index("  budget {")]
+    plain = "  eval {\n    metric loss\n    gate loss <= 20 on test\n  }\n\n"
+    path.write_text(text.replace(eval_block, plain), encoding="utf-8")
+    without = _plan(path)
+    assert ("train.reward", "eval.base.test") not in without.edges
+    rewarded = plain.replace("metric loss\n", "metric loss\n    metric reward\n    gate reward >= 0.05 vs base on test\n")
+    path.write_text(text.replace(eval_block, rewarded), encoding="utf-8")
+    plan = _plan(path)
+    assert ("train.reward", "eval.base.test") in plan.edges
+    order = [n.id for n in plan.topological()]
+    assert order.index("train.reward") < order.index("eval.base.test")
+    gates = plan.node("gates").params["gates"]
+    [reward_gate] = [g for g in gates if g["metric"] == "reward"]
+    assert reward_gate["versus"] == "base" and reward_gate["threshold"] == 0.05
