@@ -187,18 +187,25 @@ def model_shape(model: s.Model, base_dir: Path) -> Shape | None:
         except (OSError, ValueError):
             cfg = None
         d = _from_config(cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}) if cfg else None
+        counted = _safetensors(folder)
         if d is not None:
-            counted = _safetensors(folder)
             params = counted[0] if counted else d.params()
             dtype = d.dtype_bytes or (counted[1] if counted else None)
             return Shape(params, d.layers, d.hidden, d.heads, d.ffn, "safetensors" if counted else "config.json",
                          d.vocab, d.tied, d.kv_dim, d.gated, dtype, d.unfused_act)
+        if counted:  # a timm or open_clip folder: the count from the weights, the shape guessed from it
+            return _guessed(counted[0], "safetensors (shape guessed from the count)", counted[1])
     if model.params is None:
         return None
-    layers = max(1, round((model.params / (12 * 128 * 128)) ** (1 / 3)))
+    return _guessed(model.params, "declared params", None)
+
+
+def _guessed(params: float, source: str, dtype: float | None) -> Shape:
+    """A transformer shape for a parameter count alone (layers ~ cube root of the count)."""
+    layers = max(1, round((params / (12 * 128 * 128)) ** (1 / 3)))
     hidden = max(64, 128 * layers)
-    vocab = min(DECLARED_VOCAB, int(0.2 * model.params / hidden))
-    return Shape(model.params, layers, hidden, max(1, hidden // 128), 4 * hidden, "declared params", vocab)
+    vocab = min(DECLARED_VOCAB, int(0.2 * params / hidden))
+    return Shape(params, layers, hidden, max(1, hidden // 128), 4 * hidden, source, vocab, dtype_bytes=dtype)
 
 
 def _trainable(method: Any, shape: Shape) -> float:

@@ -65,8 +65,9 @@ def memory_unknown(c: CheckedSpec) -> Iterator[Hit]:
     """A memory budget that cannot be checked: the parameter count is unknown.
 
     Why:
-    The budget is checked only when ftc knows the model's size: from a local base's config.json,
-    or from `params` declared in `model`.
+    The budget is checked only when ftc knows the model's size: from a local base's config.json
+    or the headers of its safetensors weights (a timm or open_clip folder), or from `params`
+    declared in `model`.
 
     Example:
         model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task classification; labels ["a", "b"] }

@@ -103,6 +103,27 @@ def test_params_from_safetensors_header(tmp_path: Path, check_text) -> None:  # 
     assert shape.dtype_bytes == 4.0  # no dtype in config.json: the checkpoint's own
 
 
+def test_a_timm_folder_is_counted_from_its_weights(tmp_path: Path, check_text) -> None:  # type: ignore[no-untyped-def]
+    """timm's and open_clip's config files do not give a transformer's shape: the parameter count
+    comes from the safetensors header, so the memory check needs no declared `params`."""
+    folder = tmp_path / "models" / "cnn"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"architecture": "convnext_atto", "num_classes": 3,
+                                                    "pretrained_cfg": {"input_size": [3, 224, 224]}}))
+    _write_header(folder, {"stem.weight": ("F32", [40, 3, 4, 4]), "head.fc.weight": ("F32", [3, 320]),
+                           "head.fc.bias": ("F32", [3])})
+    r = _spec(check_text, 'model { modality vision; base "models/cnn"; task image_classification; '
+                          'labels ["clean", "scratch", "spot"] }\nbudget { gpu_memory 1GB }')
+    shape = est.model_shape(r.checked.spec.model, r.checked.base_dir)
+    assert shape is not None and shape.params == 40 * 3 * 16 + 3 * 320 + 3 and shape.dtype_bytes == 4.0
+    assert shape.source.startswith("safetensors")
+    assert "FT161" not in {d.code for d in r.diagnostics}  # the budget is checked
+    (folder / "model.safetensors").unlink()  # no weights and no declared count: the budget cannot be checked
+    r = _spec(check_text, 'model { modality vision; base "models/cnn"; task image_classification; '
+                          'labels ["clean", "scratch", "spot"] }\nbudget { gpu_memory 1GB }')
+    assert "FT161" in {d.code for d in r.diagnostics}
+
+
 def test_weight_dtype_config_then_header_then_size(tmp_path: Path, check_text) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "models" / "m"
     folder.mkdir(parents=True)
