@@ -6,7 +6,10 @@ H100 with ftc's text backend (bench/memory_estimate.py, bench/results/memory_est
 Llama-style models of 135M to 3B parameters and a BERT encoder; full, LoRA and QLoRA; sequence 512 and
 2048; batch 1 to 8; gradient checkpointing on and off; checked on Qwen2-0.5B, TinyLlama-1.1B and GPT-2
 shapes held out of the fit: bench/results/memory_estimate_h100_holdout.json). Vision models get the
-same per-token terms with 197 tokens per image, unmeasured. Weights load in the dtype they were saved in
+same per-token terms with 197 tokens per image when config.json gives a transformer's shape; a timm
+folder (no shape in its config.json, parameters counted from the safetensors headers) gets a measured
+per-image activation term instead (_IMAGE_ACT: resnet18/50, convnext_tiny, vit_small on an H100,
+bench/memory_vision.py; every case over-estimated, by 12-56%); multimodal (open_clip) is unmeasured. Weights load in the dtype they were saved in
 (config.json `dtype`/`torch_dtype`, else the safetensors header; transformers' `dtype="auto"`); when
 nothing says, a base of 1B parameters or more is taken to be 16-bit and a smaller one fp32.
   weights      full fine-tune: params x bytes of that dtype (a 16-bit checkpoint trains in 16 bits
@@ -76,6 +79,14 @@ _GATED_ACTS = ("silu", "swish", "swiglu", "geglu", "gelu_pytorch_tanh")
 _UNFUSED_ACTS = ("gelu_new", "gelu_fast", "gelu_python", "gelu_python_tanh", "gelu_accurate", "gelu_10",
                  "quick_gelu", "laplace", "mish", "relu2")
 _UNFUSED_EXTRA = 10.5
+# A timm image classifier known only by its parameter count (its config.json gives no shape): bytes of
+# activations per image and parameter at 224², bf16 autocast, by method (LoRA on convolutions keeps
+# each adapted layer's input and low-rank intermediate as well). Fitted to resnet18, resnet50,
+# convnext_tiny and vit_small_patch16_224 trained by ftc's vision backend on an H100 (batch 8 and 32,
+# bench/memory_vision.py, bench/results/memory_vision_h100.json): the whole estimate is 1.12-1.56x the
+# measured footprint (median 1.33). Not covered: depthwise-heavy nets (EfficientNet, MobileNet) keep far
+# more activations per parameter, so this term can under-estimate them; declare a larger budget there.
+_IMAGE_ACT: dict[str, float] = {"full": 2.0, "lora": 2.8}
 DECLARED_VOCAB = 50_000  # vocabulary assumed when only `params` is known
 
 
@@ -93,6 +104,8 @@ class Shape:
     gated: bool = True  # MLP with a gate projection (Llama-style, 3 matrices) or plain (2)
     dtype_bytes: float | None = None  # bytes per weight as saved; None: unknown
     unfused_act: bool = False  # an MLP activation computed in several elementwise ops (_UNFUSED_ACTS)
+    guessed: bool = False  # only the parameter count is known (a timm/open_clip folder, declared params)
+    pixels: int = 224 * 224  # input pixels per image (timm's pretrained_cfg input_size), for vision models
 
 
 @dataclass(frozen=True)
@@ -194,18 +207,28 @@ def model_shape(model: s.Model, base_dir: Path) -> Shape | None:
             return Shape(params, d.layers, d.hidden, d.heads, d.ffn, "safetensors" if counted else "config.json",
                          d.vocab, d.tied, d.kv_dim, d.gated, dtype, d.unfused_act)
         if counted:  # a timm or open_clip folder: the count from the weights, the shape guessed from it
-            return _guessed(counted[0], "safetensors (shape guessed from the count)", counted[1])
+            return _guessed(counted[0], "safetensors", counted[1], _pixels(cfg))
     if model.params is None:
         return None
-    return _guessed(model.params, "declared params", None)
+    return _guessed(model.params, "declared params", None, 224 * 224)
 
 
-def _guessed(params: float, source: str, dtype: float | None) -> Shape:
+def _pixels(cfg: Any) -> int:
+    """Input pixels per image from timm's config.json (`pretrained_cfg.input_size` [C, H, W]), else 224²."""
+    pre = cfg.get("pretrained_cfg") if isinstance(cfg, dict) else None
+    size = pre.get("input_size") if isinstance(pre, dict) else None
+    if isinstance(size, list) and len(size) == 3 and all(isinstance(x, int) and x > 0 for x in size[1:]):
+        return int(size[1] * size[2])
+    return 224 * 224
+
+
+def _guessed(params: float, source: str, dtype: float | None, pixels: int) -> Shape:
     """A transformer shape for a parameter count alone (layers ~ cube root of the count)."""
     layers = max(1, round((params / (12 * 128 * 128)) ** (1 / 3)))
     hidden = max(64, 128 * layers)
     vocab = min(DECLARED_VOCAB, int(0.2 * params / hidden))
-    return Shape(params, layers, hidden, max(1, hidden // 128), 4 * hidden, source, vocab, dtype_bytes=dtype)
+    return Shape(params, layers, hidden, max(1, hidden // 128), 4 * hidden, source, vocab, dtype_bytes=dtype,
+                 guessed=True, pixels=pixels)
 
 
 def _trainable(method: Any, shape: Shape) -> float:
@@ -280,8 +303,11 @@ def estimate(spec: s.Spec, shape: Shape, seq_len: int) -> Estimate:
         states, step = trainable * tb, 0.0
     else:
         states, step = trainable * 2 * tb, trainable * tb
-    acts = _activations(key, shape, seq_len * tr.batch_size, tr.gradient_checkpointing,
-                        fp32_stream, tr.precision == "fp32" and w >= 4)
+    if model.modality == "vision" and shape.guessed:
+        acts = _image_activations(key, shape, tr.batch_size, tr.precision == "fp32")
+    else:
+        acts = _activations(key, shape, seq_len * tr.batch_size, tr.gradient_checkpointing,
+                            fp32_stream, tr.precision == "fp32" and w >= 4)
     if model.task in ("generation", "extraction"):
         acts += min(seq_len * tr.batch_size, _HEAD_TILE[0]) * min(shape.vocab, _HEAD_TILE[1]) * 2.0
     if not tr.gradient_checkpointing:
@@ -296,6 +322,13 @@ def estimate(spec: s.Spec, shape: Shape, seq_len: int) -> Estimate:
         beyond += max(0.0, weights + _embeddings(shape) * 2.0 - allocated)
         allocated = max(allocated, weights + _embeddings(shape) * 2.0)
     return Estimate(weights, grads, states + step, beyond, OVERHEAD + FRAGMENTATION * allocated, trainable, shape)
+
+
+def _image_activations(key: str, shape: Shape, images: int, fp32: bool) -> float:
+    """A timm image model known only by its parameter count: bytes kept for the backward pass per
+    image, _IMAGE_ACT[method] x parameters x (pixels / 224²), doubled in fp32."""
+    per_image = _IMAGE_ACT["full" if key == "full" else "lora"] * shape.params * shape.pixels / (224 * 224)
+    return images * per_image * (2.0 if fp32 else 1.0)
 
 
 def _activations(key: str, shape: Shape, tokens: int, checkpointing: bool, fp32_stream: bool,
