@@ -132,7 +132,11 @@ class LocalExecutor:
         who = node.params["model"]
         target = node.params.get("dataset") or node.params["split"]
         keyed = _cache_keyed(node, state) if who == "base" else node
-        if who == "base":
+        # a base evaluation that reads this run's reward model (RLHF's `reward`) is never reused:
+        # `reward vs base` must compare two scores of one reward model, and a retrained one (another
+        # GPU, another library) need not give the same scores as the one cached
+        cacheable = who == "base" and "train.reward" not in node.inputs
+        if cacheable:
             cached = _load_cached(keyed)
             if cached is not None:
                 state.results[f"base:{target}"] = cached
@@ -142,7 +146,7 @@ class LocalExecutor:
         result = _backend_evaluate(state, model_dir, node.params)
         state.results[f"{who}:{target}"] = result
         state.log({"event": "eval", "id": node.id, "split": target, "model": who, **result.metrics})
-        if who == "base":
+        if cacheable:
             _store_cached(keyed, result)
 
     def _latency(self, node: PlanNode, state: RunState) -> None:

@@ -341,3 +341,38 @@ def test_dpo_run_with_latency_and_regression_gates(dpo_root: Path, monkeypatch: 
     assert after == pytest.approx(metrics["latency"]["p95"], rel=1e-3)
     assert metrics["latency"]["request"] == "generate" and metrics["latency"]["new_tokens"] >= 1
     assert metrics[f"tuned:{GENERAL}"]["reward_margin"] != 0  # the trained model, against the base
+
+
+def test_a_base_evaluation_scored_by_this_runs_reward_model_is_never_cached(monkeypatch: pytest.MonkeyPatch,
+                                                                            tmp_path: Path) -> None:
+    """`gate reward >= 0.1 vs base` compares two scores of one reward model: the base's evaluation
+    that reads `train.reward` is computed in every run, while a plain base evaluation is reused."""
+    from ftc.runtime.api import EvalResult
+
+    monkeypatch.setenv("FTC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("FTC_NO_CACHE", raising=False)
+    calls: list[str] = []
+
+    def evaluate(state: Any, model_dir: Any, params: dict[str, Any]) -> EvalResult:
+        calls.append(params["split"])
+        return EvalResult(params["split"], {"reward": 0.25 * len(calls)})
+
+    monkeypatch.setattr(ex, "_backend_evaluate", evaluate)
+    monkeypatch.setattr(ex, "_cache_keyed", lambda node, state: node)
+
+    class State:
+        results: dict[str, Any] = {}
+
+        def log(self, event: dict[str, Any]) -> None:
+            pass
+
+    params = {"split": "test", "model": "base", "signal": {}, "metrics": [], "slices": []}
+    scored = ex.PlanNode("eval.base.test", "evaluate", ("data.tokenize", "model.load_base", "train.reward"),
+                         params, "a" * 64)
+    plain = ex.PlanNode("eval.base.test", "evaluate", ("data.tokenize", "model.load_base"), params, "b" * 64)
+    for _ in range(2):
+        ex.LocalExecutor()._evaluate(scored, State())  # type: ignore[arg-type]
+    assert len(calls) == 2 and State.results["base:test"].metrics["reward"] == 0.5
+    for _ in range(2):
+        ex.LocalExecutor()._evaluate(plain, State())  # type: ignore[arg-type]
+    assert len(calls) == 3  # the second plain evaluation came from the cache
