@@ -36,6 +36,12 @@ METRICS_BY_TASK = {
 }
 
 
+def metrics_for(task: str, signal: str | None) -> tuple[str, ...]:
+    """The metrics a spec of this task and signal may declare: the task's, less RLHF's reward
+    metrics unless the signal is `rlhf` (only its first stage trains a reward model)."""
+    return tuple(m for m in METRICS_BY_TASK[task] if signal == "rlhf" or m not in s.RLHF_METRICS)
+
+
 def _names(xs: tuple[str, ...]) -> str:
     return ", ".join(f"`{x}`" for x in xs)
 
@@ -238,7 +244,7 @@ def metric_task_mismatch(c: CheckedSpec) -> Iterator[Hit]:
     for metric in ev.metrics:
         if metric.name not in allowed:
             yield Hit(f"metric `{metric.name}` does not apply to task `{m.task}`", metric.span,
-                      help=f"metrics for `{m.task}`: {_names(allowed)}")
+                      help=f"metrics for `{m.task}`: {_names(metrics_for(m.task, sig.kind if sig else None))}")
         elif metric.name in s.RLHF_METRICS and sig is not None and sig.kind != "rlhf":
             yield Hit(f"metric `{metric.name}` needs a reward model, and `signal {sig.kind}` trains none",
                       metric.span, help="gate on `accuracy` or `loss`, or train a reward model with `signal rlhf`")

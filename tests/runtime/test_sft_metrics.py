@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("torch")
 
 from ftc.compiler.plan import build_plan
-from ftc.compiler.rules.compat import METRICS_BY_TASK, TASKS_BY_MODALITY, TASKS_BY_SIGNAL
+from ftc.compiler.rules.compat import TASKS_BY_MODALITY, TASKS_BY_SIGNAL, metrics_for
 from ftc.runtime import executor as ex
 from ftc.runtime import gates
 from ftc.runtime.api import EvalResult, TrainContext
@@ -27,7 +27,7 @@ from ftc.runtime.backends import text_eval
 from tests.runtime.conftest import MakeCtx
 
 TEXT_SFT_TASKS = sorted(set(TASKS_BY_SIGNAL["sft"]) & set(TASKS_BY_MODALITY["text"]))
-PAIRS = [(task, metric) for task in TEXT_SFT_TASKS for metric in METRICS_BY_TASK[task]]
+PAIRS = [(task, metric) for task in TEXT_SFT_TASKS for metric in metrics_for(task, "sft")]
 
 
 def test_the_pairs_come_from_the_compiler() -> None:
@@ -39,8 +39,8 @@ def test_the_pairs_come_from_the_compiler() -> None:
 
 def _eval_block(task: str) -> str:
     """Every metric the language allows for `task`, each gated on the test split and its slice."""
-    lines = [f"metric {m}" for m in METRICS_BY_TASK[task]]
-    for m in METRICS_BY_TASK[task]:
+    lines = [f"metric {m}" for m in metrics_for(task, "sft")]
+    for m in metrics_for(task, "sft"):
         op, threshold = ("<=", "1000000") if m in ("loss", "perplexity") else (">=", "0.0")
         lines += [f"gate {m} {op} {threshold} on test", f"gate {m} {op} {threshold} on test.email"]
     return "; ".join(lines)
@@ -57,7 +57,7 @@ def _evaluate(ctx: TrainContext) -> EvalResult:
 def test_every_metric_the_language_allows_is_computed(task: str, make_ctx: MakeCtx) -> None:
     ctx = make_ctx(task, "lora { rank 4; alpha 8 }", eval_=_eval_block(task))
     result = _evaluate(ctx)
-    allowed = set(METRICS_BY_TASK[task])
+    allowed = set(metrics_for(task, "sft"))
     n_test = len(ctx.parts["test"].rows)
     assert result.n == n_test
     for where, scores in (("test", result.metrics), ("test.email", result.slices["email"])):
