@@ -449,7 +449,7 @@ def _write_model(folder: Path, info: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(info["config"], indent=1))
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    size = {"F32": 4, "BF16": 2, "F16": 2}
+    size = {"F32": 4, "BF16": 2, "F16": 2, "F64": 8, "I64": 8}
     offset = 0
     for name, (dtype, shape) in sorted(info["safetensors"].items()):
         n = math.prod(shape) * size.get(dtype, 4)

@@ -44,7 +44,6 @@ import platform
 import random
 import shutil
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -99,13 +98,19 @@ def spec_text(case: Case, data: dict[str, int], steps: int, precision: str) -> s
                        n_train=data["train"], n_val=data["val"], n_test=data["test"])
 
 
+def _estimate_bench() -> Any:
+    """bench/memory_estimate.py: its safetensors-header helpers serve this bench too."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        import memory_estimate
+    finally:
+        sys.path.pop(0)
+    return memory_estimate
+
+
 def _safetensors_header(folder: Path) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        with f.open("rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        out.update({k: [v["dtype"], v["shape"]] for k, v in header.items() if k != "__metadata__"})
+    """name -> [dtype, shape] of every tensor in the folder's safetensors files (from their headers)."""
+    out: dict[str, list[Any]] = _estimate_bench()._safetensors_header(folder)
     return out
 
 
@@ -324,17 +329,7 @@ def measure(args: argparse.Namespace, start: float) -> int:
 
 def _write_model(folder: Path, info: dict[str, Any]) -> None:
     """config.json and a header-only model.safetensors: what the estimate reads of a local base."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(info["config"], indent=1))
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    size = {"F32": 4, "BF16": 2, "F16": 2, "F64": 8, "I64": 8}
-    offset = 0
-    for name, (dtype, shape) in sorted(info["safetensors"].items()):
-        n = math.prod(shape) * size.get(dtype, 4)
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}
-        offset += n
-    raw = json.dumps(header).encode()
-    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
+    _estimate_bench()._write_model(folder, info)
 
 
 def estimates(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
