@@ -9,9 +9,10 @@ shapes held out of the fit: bench/results/memory_estimate_h100_holdout.json). Vi
 same per-token terms with 197 tokens per image when config.json gives a transformer's shape; a timm
 folder (no shape in its config.json, parameters counted from the safetensors headers) gets a measured
 per-image activation term instead (_IMAGE_ACT: resnet18/50, convnext_tiny, vit_small on an H100,
-bench/memory_vision.py; every case over-estimated, by 12-56%); multimodal (open_clip) is unmeasured. Weights load in the dtype they were saved in
-(config.json `dtype`/`torch_dtype`, else the safetensors header; transformers' `dtype="auto"`); when
-nothing says, a base of 1B parameters or more is taken to be 16-bit and a smaller one fp32.
+bench/memory_vision.py; every case over-estimated, by 12-56%); multimodal (open_clip) is unmeasured.
+Weights load in the dtype they were saved in (config.json `dtype`/`torch_dtype`, else the safetensors
+header; transformers' `dtype="auto"`); when nothing says, a base of 1B parameters or more is taken to
+be 16-bit and a smaller one fp32.
   weights      full fine-tune: params x bytes of that dtype (a 16-bit checkpoint trains in 16 bits
                under bf16/fp16 mixed precision: the Trainer does not upcast it). LoRA and other adapters:
                the frozen base likewise, plus the adapter weights in fp32. QLoRA (and `quantize 4bit`):
