@@ -74,8 +74,8 @@ def fit(ctx: TrainContext) -> Fitted:
     has_val = "val" in ctx.parts and len(ctx.parts["val"]) > 0
     val, val_labels = None, []
     found = _split_images(ctx, "val", labels, rec) if has_val else None
-    if found is not None and found.images:  # preprocessed once: evaluation has no randomness
-        val, val_labels = vd.stack(vd.eval_transform(model), found.images), found.labels
+    if found is not None and found.images:  # decoded a batch at a time at every validation
+        val, val_labels = found.images, found.labels
     if tr.early_stopping is not None and val is None:
         rec.note("early stopping needs a validation split; there is none, so it is off")
     loop = Loop(ctx, model, groups, train, val, val_labels, rec)

@@ -7,7 +7,9 @@ Where an image is (as the compiler's readers resolve it, compiler/data/readers.p
                 folder of the table file
   embedded      a `datasets` Image struct ({"bytes": ..., "path": ...}) is decoded from its bytes
 An image that cannot be read or decoded is a ValueError naming the file (the check read it, so it
-changed since, or the rows did not come from a checked spec).
+changed since, or the rows did not come from a checked spec). Images are decoded when a batch needs
+them and not kept (LazyImages): a split's headers are read before training starts, so a missing or
+broken file stops the run then, and memory holds one batch of pixels however large the split.
 
 Preprocessing follows the model's pretrained_cfg through timm.data (resolve_data_config: input
 size, interpolation, mean/std, crop_pct/crop_mode): evaluation uses timm's own eval transform
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,14 +80,8 @@ def open_image(value: Any, root: Path) -> Any:
     file when it cannot be read or decoded."""
     from PIL import Image
 
-    data: bytes | None = None
-    where = "an embedded image"
-    if isinstance(value, dict):
-        data = value.get("bytes")
-        value = value.get("path") if data is None else value
-    if isinstance(value, str):
-        file = root / value
-        where = f"image `{shown(file)}`"
+    data, file, where = _image_source(value, root)
+    if file is not None:
         try:
             data = file.read_bytes()
         except OSError as e:
@@ -100,11 +97,65 @@ def open_image(value: Any, root: Path) -> Any:
                          f"(`ftc check` reports every unreadable image)") from e
 
 
+def _image_source(value: Any, root: Path) -> tuple[bytes | None, Path | None, str]:
+    """The row's image as (embedded bytes, file, how to name it in a message)."""
+    if isinstance(value, dict):
+        data = value.get("bytes")
+        if data is not None:
+            return data, None, "an embedded image"
+        value = value.get("path")
+    if isinstance(value, str):
+        file = root / value
+        return None, file, f"image `{shown(file)}`"
+    return None, None, "an embedded image"
+
+
+def probe_image(value: Any, root: Path) -> None:
+    """Check that the row's image is there and is an image (its header only, nothing decoded);
+    the same ValueError as open_image when it is not, so that a run stops before training."""
+    from PIL import Image
+
+    data, file, where = _image_source(value, root)
+    if file is not None:
+        if not file.is_file():
+            raise ValueError(f"cannot read {where}: no such file; the data changed since it was checked: "
+                             f"run `ftc check` again")
+        try:
+            with Image.open(file):
+                return
+        except Exception as e:
+            raise ValueError(f"cannot decode {where}: {e or type(e).__name__}; replace or remove the file "
+                             f"(`ftc check` reports every unreadable image)") from e
+    if not data:
+        raise ValueError(f"{where} is empty or missing (row value {str(value)[:80]!r})")
+
+
+class LazyImages:
+    """A split's images, decoded when read (a batch at a time) and not kept: memory stays that of
+    one batch however large the split. Indexable, sized and iterable like a list of RGB images."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sources: list[Any] = []
+
+    def append(self, value: Any) -> None:
+        self.sources.append(value)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> Any:
+        return open_image(self.sources[i], self.root)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (open_image(v, self.root) for v in self.sources)
+
+
 @dataclass
 class Images:
-    """The usable rows of a split: decoded images, class ids, and where each came from."""
+    """The usable rows of a split: their images (decoded when read), class ids, and where each came from."""
 
-    images: list[Any] = field(default_factory=list)
+    images: LazyImages = field(default_factory=lambda: LazyImages(Path(".")))
     labels: list[int] = field(default_factory=list)
     kept: list[int] = field(default_factory=list)  # row index of each image
     names: list[str] = field(default_factory=list)  # the image path as the row gives it
@@ -112,16 +163,19 @@ class Images:
 
 
 def load_images(ctx: TrainContext, rows: list[dict[str, Any]], root: Path, labels: list[str]) -> Images:
-    """Decode the images of rows whose label is one of `labels` (others are counted, skipped)."""
+    """The images of rows whose label is one of `labels` (others are counted, skipped): each one's
+    header is read now (a missing or broken file stops the run before training), its pixels when
+    a batch needs them."""
     sig = ctx.spec.signal
     label2id = {name: i for i, name in enumerate(labels)}
-    out = Images()
+    out = Images(images=LazyImages(root))
     for i, row in enumerate(rows):
         value, label = row.get(sig.input), row.get(sig.target)
         if value is None or str(label) not in label2id:
             out.skipped += 1
             continue
-        out.images.append(open_image(value, root))
+        probe_image(value, root)
+        out.images.append(value)
         out.labels.append(label2id[str(label)])
         out.kept.append(i)
         out.names.append(value if isinstance(value, str) else str(value.get("path") or "<embedded>"))
@@ -224,7 +278,9 @@ def mix(images: Any, targets: Any, n_classes: int, augment: tuple[str, ...], see
     return mixed, soft * lam + soft.flip(0) * (1 - lam)
 
 
-def stack(transform: Any, images: list[Any]) -> Any:
+def stack(transform: Any, images: Any, start: int = 0, stop: int | None = None) -> Any:
+    """images[start:stop] decoded and preprocessed into one tensor."""
     import torch
 
-    return torch.stack([transform(im) for im in images]) if images else torch.zeros((0,))
+    end = len(images) if stop is None else min(stop, len(images))
+    return torch.stack([transform(images[i]) for i in range(start, end)]) if end > start else torch.zeros((0,))

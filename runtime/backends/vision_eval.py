@@ -33,7 +33,7 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
     labels = labels_of(ctx)
     found = vd.load_images(ctx, rows, root, labels)
     transform = vd.eval_transform(model)
-    probs: Any = predict(model, vd.stack(transform, found.images), EVAL_BATCH) if found.images else None
+    probs: Any = predict(model, transform, found.images, EVAL_BATCH) if found.images else None
     y = found.labels
     wanted = declared_metrics(ctx)
 

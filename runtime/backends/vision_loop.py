@@ -44,16 +44,17 @@ def scores(y: list[int], probs: Any, declared_metrics: list[tuple[str, str | Non
     return m
 
 
-def predict(model: Any, batch: Any, size: int) -> Any:
-    """Class probabilities (numpy) of preprocessed images, in batches, without gradients."""
+def predict(model: Any, transform: Any, images: Any, size: int) -> Any:
+    """Class probabilities (numpy) of `images`, decoded and preprocessed `size` at a time, without
+    gradients."""
     import numpy as np
     import torch
 
     device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
-        for i in range(0, batch.shape[0], size):
-            out.append(model(batch[i:i + size].to(device)).float().cpu().numpy())
+        for i in range(0, len(images), size):
+            out.append(model(vd.stack(transform, images, i, i + size).to(device)).float().cpu().numpy())
     return metrics.softmax(np.concatenate(out)) if out else np.zeros((0, 0))
 
 
@@ -102,6 +103,7 @@ class Loop(loop.Loop):
         self.groups_to_unfreeze = groups
         self.train_images, self.val_images, self.val_labels = train, val, val_labels
         self.transform = vd.train_transform(model, tuple(train_block(ctx).augment))
+        self.val_transform = vd.eval_transform(model)
         self.n_classes = len(labels_of(ctx))
         self.device = next(model.parameters()).device
         super().__init__(ctx, model, None, rec)  # the optimizer holds every group's parameters
@@ -148,7 +150,8 @@ class Loop(loop.Loop):
 
     def validate(self) -> dict[str, float]:
         self.model.eval()
-        return scores(self.val_labels, predict(self.model, self.val_images, self.tr.batch_size), declared_metrics(self.ctx))
+        probs = predict(self.model, self.val_transform, self.val_images, self.tr.batch_size)
+        return scores(self.val_labels, probs, declared_metrics(self.ctx))
 
     def restored(self, last: Path) -> None:
         load_buffers(self.model, last)

@@ -325,3 +325,39 @@ def test_a_hub_base_is_refused_with_how_to_save_it_locally(tmp_path: Path, image
     with pytest.raises(ValueError, match="is a hub id, and ftc does not download at run time") as err:
         vision.train(ctx)
     assert "timm.models.save_for_hf" in str(err.value) and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_images_are_decoded_when_a_batch_needs_them_and_broken_files_stop_the_run_first(tmp_path: Path,
+                                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split is never held decoded in memory: loading reads each file's header only, and every
+    read of an image decodes it afresh; a missing or broken file is refused when the split is
+    loaded (before training), naming the file."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from ftc.runtime.backends import vision_data as vd
+
+    for name, colour in (("a.png", (255, 0, 0)), ("b.png", (0, 0, 255))):
+        Image.new("RGB", (8, 8), colour).save(tmp_path / name)
+    ctx = SimpleNamespace(spec=SimpleNamespace(signal=SimpleNamespace(input="image", target="label")))
+    rows = [{"image": "a.png", "label": "x"}, {"image": "b.png", "label": "y"}, {"image": "c.png", "label": "z"}]
+    decoded: list[str] = []
+    real_open = vd.open_image
+
+    def counting_open(value: object, root: Path) -> object:
+        decoded.append(str(value))
+        return real_open(value, root)
+
+    monkeypatch.setattr(vd, "open_image", counting_open)
+    found = vd.load_images(ctx, rows, tmp_path, ["x", "y"])  # type: ignore[arg-type]
+    assert decoded == [] and len(found.images) == 2 and found.skipped == 1 and found.labels == [0, 1]
+    first, again = found.images[1], found.images[1]
+    assert first is not again and first.getpixel((0, 0)) == (0, 0, 255) and decoded == ["b.png", "b.png"]
+    assert [im.getpixel((0, 0)) for im in found.images] == [(255, 0, 0), (0, 0, 255)]
+    (tmp_path / "b.png").write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match=r"cannot decode image `.*b\.png`"):
+        vd.load_images(ctx, rows, tmp_path, ["x", "y"])  # type: ignore[arg-type]
+    (tmp_path / "b.png").unlink()
+    with pytest.raises(ValueError, match=r"cannot read image `.*b\.png`: no such file.*ftc check"):
+        vd.load_images(ctx, rows, tmp_path, ["x", "y"])  # type: ignore[arg-type]
