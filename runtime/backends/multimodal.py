@@ -140,8 +140,7 @@ def measure_latency(ctx: TrainContext, model_dir: Path | None, split: str = "tes
     if not len(pairs):
         raise ValueError(f"no image-caption pairs in `{name}` to time")
     model, tok, preprocess = load_trained(ctx, model_dir)
-    with torch.inference_mode():
-        gallery = D.embed_images(model, D.load_pixels(pairs.images, preprocess))
+    gallery = D.embed_gallery(model, D.load_pixels(pairs.images, preprocess))
     k = min(recall_k(ctx), len(pairs))
 
     def request(i: int) -> None:

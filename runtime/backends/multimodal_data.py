@@ -3,8 +3,9 @@
 Rows name an image file (the signal's `image` field, relative to the data block's `image_root`,
 else to the folder of the table that holds the row) and a caption (`caption`). Images are read
 with Pillow, converted to RGB and put through the model's evaluation preprocessing (open_clip's
-resize, centre crop and normalisation); training uses the same (no augmentation). A file that is
-missing or unreadable at run time is an error that names it.
+resize, centre crop and normalisation); training uses the same (no augmentation). Images are
+decoded when a batch needs them and not kept (Pixels); every file's header is read first, so a
+file that is missing or unreadable at run time is an error that names it before training starts.
 
 The loss is CLIP's: symmetric InfoNCE over in-batch negatives, the mean of image->text and
 text->image cross-entropy on cosine similarities over the spec's temperature
@@ -67,25 +68,64 @@ def split_pairs(ctx: TrainContext, split: str) -> Pairs:
     return pairs_of(ctx, part.rows if part is not None else [], image_root(ctx, split))
 
 
-def load_pixels(files: list[Path], preprocess: Any) -> Any:
-    """The preprocessed images as one float tensor [N, 3, H, W] (CPU); a missing or unreadable
-    file is a ValueError naming it."""
-    import torch
+def _open(f: Path) -> Any:
+    """The file as an RGB PIL image (decoded now, the file closed); ValueError naming it."""
     from PIL import Image, UnidentifiedImageError
 
-    out = []
+    try:
+        with Image.open(f) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise ValueError(f"image file {f} does not exist (image paths are relative to the data block's "
+                         "`image_root`, else to the table's folder)") from None
+    except (OSError, UnidentifiedImageError) as e:
+        raise ValueError(f"image file {f} cannot be read as an image: {e}") from None
+
+
+class Pixels:
+    """A split's preprocessed images, decoded when read and not kept: `pixels[i]` is one image's
+    tensor [3, H, W], `pixels[a:b]` a batch [n, 3, H, W]; memory holds one batch however large the
+    split."""
+
+    def __init__(self, files: list[Path], preprocess: Any) -> None:
+        self.files, self.preprocess = list(files), preprocess
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int | slice) -> Any:
+        import torch
+
+        if isinstance(key, slice):
+            chosen = self.files[key]
+            return torch.stack([self.preprocess(_open(f)) for f in chosen]) if chosen else torch.zeros(0)
+        return self.preprocess(_open(self.files[key]))
+
+
+def load_pixels(files: list[Path], preprocess: Any) -> Pixels:
+    """The split's images, preprocessed when read (Pixels); each file's header is read now, so a
+    missing or unreadable file is a ValueError naming it before any training or evaluation."""
+    from PIL import Image, UnidentifiedImageError
+
     for f in files:
         try:
-            with Image.open(f) as im:
-                out.append(preprocess(im.convert("RGB")))
+            with Image.open(f):
+                pass
         except FileNotFoundError:
             raise ValueError(f"image file {f} does not exist (image paths are relative to the data block's "
                              "`image_root`, else to the table's folder)") from None
         except (OSError, UnidentifiedImageError) as e:
             raise ValueError(f"image file {f} cannot be read as an image: {e}") from None
-    if not out:
-        return torch.zeros(0)
-    return torch.stack(out)
+    return Pixels(files, preprocess)
+
+
+def embed_gallery(model: Any, pixels: Any, batch: int = 64) -> Any:
+    """Every image's normalised embedding, `batch` images at a time, without gradients."""
+    import torch
+
+    with torch.inference_mode():
+        parts = [embed_images(model, pixels[i:i + batch]) for i in range(0, len(pixels), batch)]
+    return torch.cat(parts) if parts else torch.zeros(0)
 
 
 def embed_images(model: Any, pixels: Any) -> Any:
@@ -104,8 +144,8 @@ def encode(model: Any, tok: Any, pixels: Any, captions: list[str], batch: int = 
     """(image embeddings, caption embeddings), normalised, without gradients."""
     import torch
 
+    images = embed_gallery(model, pixels, batch)
     with torch.inference_mode():
-        images = torch.cat([embed_images(model, pixels[i:i + batch]) for i in range(0, len(captions), batch)])
         texts = torch.cat([embed_texts(model, tok, captions[i:i + batch]) for i in range(0, len(captions), batch)])
     return images, texts
 

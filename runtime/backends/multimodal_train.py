@@ -3,7 +3,7 @@
 embedding_loop.Loop does the optimizer steps, gradient accumulation, clipping, the schedule,
 checkpoints (trainable weights, optimizer, scheduler and RNG states in safetensors and JSON,
 finished atomically with retention), `--resume` and early stopping; ClipLoop supplies the
-examples (image tensor, caption), the symmetric InfoNCE loss and the validation metrics
+examples (image index, caption; the image decoded when its batch is built), the symmetric InfoNCE loss and the validation metrics
 (recall_at_k text->image, image->text recall, zero-shot accuracy, loss), so that early stopping
 can watch `val.recall_at_k` as well as `val.loss`.
 """
@@ -23,7 +23,7 @@ from ftc.runtime.backends.embedding_loop import Loop, load_weights
 
 
 class ClipLoop(Loop):
-    """Loop over (image tensor, caption) items of an open_clip model (`tok` is its tokenizer)."""
+    """Loop over (image index, caption) items of an open_clip model (`tok` is its tokenizer)."""
 
     def __init__(self, ctx: TrainContext, model: Any, tok: Any, rec: text.Recorder, preprocess: Any) -> None:
         self.preprocess = preprocess
@@ -31,8 +31,8 @@ class ClipLoop(Loop):
 
     def setup(self) -> None:
         train, val = D.split_pairs(self.ctx, "train"), D.split_pairs(self.ctx, "val")
-        pixels = D.load_pixels(train.images, self.preprocess)
-        self.items = [(pixels[i], c) for i, c in enumerate(train.captions)]
+        self.pixels = D.load_pixels(train.images, self.preprocess)  # decoded a batch at a time
+        self.items = list(enumerate(train.captions))
         self.val_pixels = D.load_pixels(val.images, self.preprocess)
         self.val = list(val.captions)
         self.k = recall_k(self.ctx)
@@ -40,8 +40,8 @@ class ClipLoop(Loop):
     def loss(self, batch: list[Any], index: int) -> Any:
         import torch
 
-        return D.batch_loss(self.model, self.tok, torch.stack([b[0] for b in batch]), [b[1] for b in batch],
-                            self.temperature)
+        return D.batch_loss(self.model, self.tok, torch.stack([self.pixels[b[0]] for b in batch]),
+                            [b[1] for b in batch], self.temperature)
 
     def validate(self) -> dict[str, float]:
         was_training = self.model.training

@@ -284,3 +284,32 @@ def test_a_failing_gate_blocks_promotion_in_ftc_run(root: Path, tmp_path: Path, 
     assert rec["status"] == "rejected" and Registry().active("icons") is None
     gate = next(g for g in rec["record"]["gates"] if g["gate"].startswith("zero_shot_accuracy"))
     assert not gate["passed"] and gate["value"] < 0.99
+
+
+def test_pixels_are_decoded_a_batch_at_a_time_and_a_broken_file_is_refused_first(tmp_path: Path) -> None:
+    """A split's images are not held preprocessed: reading one decodes it afresh; a batch is a
+    stacked tensor; a missing or unreadable file is refused when the split is loaded, named."""
+    from PIL import Image
+
+    from ftc.runtime.backends import multimodal_data as D
+
+    files = [tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"]
+    for f, colour in zip(files, ((255, 0, 0), (0, 255, 0), (0, 0, 255)), strict=True):
+        Image.new("RGB", (4, 4), colour).save(f)
+    calls: list[tuple[int, int]] = []
+
+    def preprocess(im: Any) -> Any:
+        import torch
+
+        calls.append(im.getpixel((0, 0))[:2])
+        return torch.tensor(im.getpixel((0, 0)), dtype=torch.float32)
+
+    pixels = D.load_pixels(files, preprocess)
+    assert calls == [] and len(pixels) == 3  # only the headers were read
+    assert pixels[1].tolist() == [0.0, 255.0, 0.0] and pixels[0:2].shape == (2, 3) and len(calls) == 3
+    files[2].write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"c\.png cannot be read as an image"):
+        D.load_pixels(files, preprocess)
+    files[2].unlink()
+    with pytest.raises(ValueError, match=r"c\.png does not exist"):
+        D.load_pixels(files, preprocess)
