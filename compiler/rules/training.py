@@ -327,11 +327,15 @@ def early_stopping_metric_unknown(c: CheckedSpec) -> Iterator[Hit]:
 
 @rule("FT145", "vision-only-setting", ERROR)
 def vision_only_setting(c: CheckedSpec) -> Iterator[Hit]:
-    """Image augmentation or progressive unfreezing on a model without images.
+    """Image augmentation or progressive unfreezing on a model that does not apply them: a text
+    model, or an image-text (multimodal) model.
 
     Why:
     Augmentations such as flips and crops and progressive unfreezing schedules apply to vision
-    models; on a text model they would be silently ignored.
+    classifiers; on a text model they would be silently ignored. ftc trains CLIP-style models on
+    their evaluation preprocessing, because a flip or a crop can contradict a caption that says
+    where things are ("the arrow on the left"), and unfreezes their towers all at once; there
+    too the settings would do nothing.
 
     Example:
         train { epochs 3; learning_rate 2e-4; augment ["flip"]; early_stopping patience 2 on val.loss; checkpoints keep 2 }
@@ -340,14 +344,17 @@ def vision_only_setting(c: CheckedSpec) -> Iterator[Hit]:
         train { epochs 3; learning_rate 2e-4; early_stopping patience 2 on val.loss; checkpoints keep 2 }
     """
     m, tr, method = c.spec.model, c.spec.train, c.spec.method
-    if m is None or m.modality != "text":
+    if m is None or m.modality == "vision":
         return
+    kind = "a text model" if m.modality == "text" else "image-text pairs"
     if tr is not None and tr.augment:
-        yield Hit("image augmentation on a text model", tr.at("augment"),
-                  help="remove `augment`, or use a vision or multimodal model")
+        yield Hit(f"image augmentation is not applied to {kind}", tr.at("augment"),
+                  help="remove `augment`" + (", or use a vision model" if m.modality == "text" else
+                                              ": a flip or crop can contradict a caption; ftc trains CLIP models "
+                                              "on their evaluation preprocessing"))
     if method is not None and method.kind == "full" and method.progressive:
-        yield Hit("progressive unfreezing is a vision schedule", method.at("progressive"),
-                  help="use `freeze`/`unfreeze` for text models")
+        yield Hit(f"progressive unfreezing is a vision-classifier schedule, not applied to {kind}",
+                  method.at("progressive"), help="use `freeze`/`unfreeze` patterns instead")
 
 
 @rule("FT146", "stage-artifacts-keep", ERROR)
