@@ -243,8 +243,8 @@ def _eval_nodes(b: _Builder, c: CheckedSpec, tok: str, final: str) -> list[str]:
     splits = sorted({g.split or "test" for g in ev.gates if g.dataset is None and g.metric != "latency"} | {"test"})
     out: list[str] = []
     # RLHF's reward metrics score the base's replies with the reward model of stage 1 as well
-    scorer = ["train.reward"] if spec.signal.kind == "rlhf" and {m.name for m in ev.metrics} & set(s.RLHF_METRICS) \
-        else []
+    rewarded = spec.signal.kind == "rlhf" and any(m.name in s.RLHF_METRICS for m in ev.metrics)
+    scorer = ["train.reward"] if rewarded else []
     for split in splits:
         slices = sorted({g.slice for g in ev.gates if (g.split or "test") == split and g.slice})
         # the rows come in through `tok`'s inputs; what else the evaluation reads is in `reads`

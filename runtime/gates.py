@@ -16,10 +16,11 @@ import operator
 from dataclasses import dataclass
 from typing import Any
 
+from ftc.compiler import schema as s
+
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq,
        "!=": operator.ne}
-HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "auc", "exact_match", "format_validity",
-                    "recall_at_k", "zero_shot_accuracy", "reward_accuracy"}
+HIGHER_IS_BETTER = s.HIGHER_IS_BETTER  # the rates (compiler/schema.py): one table for check and run
 
 
 @dataclass(frozen=True)

@@ -240,11 +240,11 @@ def metric_task_mismatch(c: CheckedSpec) -> Iterator[Hit]:
     m, ev, sig = c.spec.model, c.spec.eval, c.spec.signal
     if m is None or ev is None:
         return
-    allowed = METRICS_BY_TASK[m.task]
+    allowed = metrics_for(m.task, sig.kind if sig else None)
     for metric in ev.metrics:
-        if metric.name not in allowed:
+        if metric.name not in METRICS_BY_TASK[m.task]:
             yield Hit(f"metric `{metric.name}` does not apply to task `{m.task}`", metric.span,
-                      help=f"metrics for `{m.task}`: {_names(metrics_for(m.task, sig.kind if sig else None))}")
-        elif metric.name in s.RLHF_METRICS and sig is not None and sig.kind != "rlhf":
+                      help=f"metrics for `{m.task}`: {_names(allowed)}")
+        elif metric.name not in allowed and sig is not None:  # a reward metric without a reward model
             yield Hit(f"metric `{metric.name}` needs a reward model, and `signal {sig.kind}` trains none",
                       metric.span, help="gate on `accuracy` or `loss`, or train a reward model with `signal rlhf`")

@@ -68,13 +68,14 @@ def split_pairs(ctx: TrainContext, split: str) -> Pairs:
     return pairs_of(ctx, part.rows if part is not None else [], image_root(ctx, split))
 
 
-def _open(f: Path) -> Any:
-    """The file as an RGB PIL image (decoded now, the file closed); ValueError naming it."""
+def _open(f: Path, decode: bool = True) -> Any:
+    """The file as an RGB PIL image (decoded now, the file closed), or None with only its header
+    read (`decode` False); ValueError naming it when it is missing or not an image."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(f) as im:
-            return im.convert("RGB")
+            return im.convert("RGB") if decode else None
     except FileNotFoundError:
         raise ValueError(f"image file {f} does not exist (image paths are relative to the data block's "
                          "`image_root`, else to the table's folder)") from None
@@ -105,17 +106,8 @@ class Pixels:
 def load_pixels(files: list[Path], preprocess: Any) -> Pixels:
     """The split's images, preprocessed when read (Pixels); each file's header is read now, so a
     missing or unreadable file is a ValueError naming it before any training or evaluation."""
-    from PIL import Image, UnidentifiedImageError
-
     for f in files:
-        try:
-            with Image.open(f):
-                pass
-        except FileNotFoundError:
-            raise ValueError(f"image file {f} does not exist (image paths are relative to the data block's "
-                             "`image_root`, else to the table's folder)") from None
-        except (OSError, UnidentifiedImageError) as e:
-            raise ValueError(f"image file {f} cannot be read as an image: {e}") from None
+        _open(f, decode=False)
     return Pixels(files, preprocess)
 
 

@@ -85,16 +85,33 @@ def open_image(value: Any, root: Path) -> Any:
         try:
             data = file.read_bytes()
         except OSError as e:
-            raise ValueError(f"cannot read {where}: {e.strerror or e}; the data changed since it was checked: "
-                             f"run `ftc check` again") from e
+            raise _unreadable(where, e.strerror or e) from e
     if not data:
-        raise ValueError(f"{where} is empty or missing (row value {str(value)[:80]!r})")
+        raise _missing(where, value)
     try:
         with Image.open(io.BytesIO(data)) as im:
             return im.convert("RGB")
     except Exception as e:
-        raise ValueError(f"cannot decode {where}: {e or type(e).__name__}; replace or remove the file "
-                         f"(`ftc check` reports every unreadable image)") from e
+        raise _undecodable(where, e) from e
+
+
+def probe_image(value: Any, root: Path) -> None:
+    """Check that the row's image is there and is an image (its header only, nothing decoded);
+    the same ValueError as open_image when it is not, so that a run stops before training."""
+    from PIL import Image
+
+    data, file, where = _image_source(value, root)
+    if file is None:
+        if not data:
+            raise _missing(where, value)
+        return
+    if not file.is_file():
+        raise _unreadable(where, "no such file")
+    try:
+        with Image.open(file):
+            return
+    except Exception as e:
+        raise _undecodable(where, e) from e
 
 
 def _image_source(value: Any, root: Path) -> tuple[bytes | None, Path | None, str]:
@@ -110,24 +127,17 @@ def _image_source(value: Any, root: Path) -> tuple[bytes | None, Path | None, st
     return None, None, "an embedded image"
 
 
-def probe_image(value: Any, root: Path) -> None:
-    """Check that the row's image is there and is an image (its header only, nothing decoded);
-    the same ValueError as open_image when it is not, so that a run stops before training."""
-    from PIL import Image
+def _unreadable(where: str, why: object) -> ValueError:
+    return ValueError(f"cannot read {where}: {why}; the data changed since it was checked: run `ftc check` again")
 
-    data, file, where = _image_source(value, root)
-    if file is not None:
-        if not file.is_file():
-            raise ValueError(f"cannot read {where}: no such file; the data changed since it was checked: "
-                             f"run `ftc check` again")
-        try:
-            with Image.open(file):
-                return
-        except Exception as e:
-            raise ValueError(f"cannot decode {where}: {e or type(e).__name__}; replace or remove the file "
-                             f"(`ftc check` reports every unreadable image)") from e
-    if not data:
-        raise ValueError(f"{where} is empty or missing (row value {str(value)[:80]!r})")
+
+def _missing(where: str, value: Any) -> ValueError:
+    return ValueError(f"{where} is empty or missing (row value {str(value)[:80]!r})")
+
+
+def _undecodable(where: str, e: Exception) -> ValueError:
+    return ValueError(f"cannot decode {where}: {e or type(e).__name__}; replace or remove the file "
+                      f"(`ftc check` reports every unreadable image)")
 
 
 class LazyImages:
