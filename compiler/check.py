@@ -6,13 +6,12 @@ and every diagnostic, sorted. Nothing here imports torch or any ML library.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from ftc.compiler import ast, schema
+from ftc.compiler.checked import CheckedSpec, CheckOptions, display_path
 from ftc.compiler.diagnostics import (
     Diagnostic,
     has_errors,
@@ -23,41 +22,6 @@ from ftc.compiler.parser import parse
 from ftc.compiler.resolve import Decoded, build, decode, merge, stray_overrides
 from ftc.compiler.source import Source, Span
 from ftc.compiler.suppress import Waiver, apply_suppressions
-
-
-@dataclass(frozen=True)
-class CheckOptions:
-    no_data: bool = False
-    target: str | None = None  # hardware profile, e.g. "cpu", "cuda", "a100"
-    tokenize: bool = False  # exact token lengths with a local base's tokenizer
-
-
-@dataclass(frozen=True)
-class CheckedSpec:
-    """A spec whose names and types are resolved and defaults filled: what rules and plans read."""
-
-    path: str
-    name: str
-    spec: schema.Spec
-    base_dir: Path  # relative data and model paths resolve against the spec's folder
-    sources: Mapping[str, Source]
-    options: CheckOptions = field(default_factory=CheckOptions)
-    data: Any = None  # compiler.data.analyze.DataReport once the data has been read
-
-    @property
-    def sizes(self) -> Mapping[str, int]:
-        """Realised split sizes when the data was read, else {}."""
-        return getattr(self.data, "sizes", {}) if self.data is not None else {}
-
-    def resolve_path(self, path: str, where: Span | None = None) -> Path:
-        """A path from the spec, relative to the folder of the file where it was written (a path
-        inherited through `extends` is relative to that file, not to the spec)."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else self.dir_of(where) / p
-
-    def dir_of(self, where: Span | None) -> Path:
-        """The folder of the file a span lies in (the spec's folder when unknown)."""
-        return Path(where.path).parent if where is not None else self.base_dir
 
 
 @dataclass(frozen=True)
@@ -72,15 +36,6 @@ class FileResult:
     @property
     def ok(self) -> bool:
         return not has_errors([d for d in self.diagnostics if d.suppressed_reason is None])
-
-
-def display_path(path: Path) -> str:
-    """Paths in output are relative to the working directory when below it: no machine specifics."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path.as_posix()
-    return Path(rel).as_posix() if not rel.startswith("..") else path.as_posix()
 
 
 def load_source(path: Path) -> tuple[Source | None, Diagnostic | None]:
@@ -152,7 +107,10 @@ class _Loader:
         return merge(base, own, self.diags.append)
 
 
-def check_file(path: Path, options: CheckOptions = CheckOptions()) -> FileResult:
+DEFAULT_OPTIONS = CheckOptions()
+
+
+def check_file(path: Path, options: CheckOptions = DEFAULT_OPTIONS) -> FileResult:
     from ftc.compiler.rules import run_rules  # the table imports every rule module
 
     loader = _Loader()
@@ -227,6 +185,8 @@ def _store_data_result(key: str, checked: CheckedSpec, diags: list[Diagnostic]) 
     from ftc.compiler.diagnostics import to_dict
     from ftc.compiler.rules import rule_for_or_none
 
+    if checked.data is None:
+        return
     mine = [to_dict(d) for d in diags if (r := rule_for_or_none(d.code)) is not None and r.stage == "data"]
     cache.store("check", key, {**checked.data.summary(), "diagnostics": mine})
 

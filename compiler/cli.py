@@ -88,7 +88,8 @@ def cli() -> None:
 def check(paths: tuple[str, ...], fmt: str, select: tuple[str, ...], ignore: tuple[str, ...],
           warnings_as_errors: bool, no_data: bool, target: str | None, tokenize: bool, color: str) -> None:
     """Parse, analyse and lint .ftspec files (files, folders or globs)."""
-    from ftc.compiler.check import CheckOptions, check_file
+    from ftc.compiler.check import check_file
+    from ftc.compiler.checked import CheckOptions
     from ftc.compiler.diagnostics import Severity
     from ftc.compiler.render import render
     from ftc.compiler.rules import RULES, rule_for_or_none
@@ -194,7 +195,8 @@ def _resolve(registry: Any, ref: str) -> dict[str, Any]:
 
 def _checked_or_exit(spec_path: str, fmt: str = "text"):  # type: ignore[no-untyped-def]
     """Check a spec with its data; on errors print them and exit 1 (a plan needs a clean spec)."""
-    from ftc.compiler.check import CheckOptions, check_file
+    from ftc.compiler.check import check_file
+    from ftc.compiler.checked import CheckOptions
     from ftc.compiler.render import render
     from ftc.compiler.rules import RULES
 

@@ -21,7 +21,7 @@ from typing import Any
 from ftc import __version__
 from ftc.compiler import estimate as est
 from ftc.compiler import schema as s
-from ftc.compiler.check import CheckedSpec
+from ftc.compiler.checked import CheckedSpec
 
 FORMAT_VERSION = 1
 

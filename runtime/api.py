@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ftc.compiler.check import CheckedSpec
+    from ftc.compiler.checked import CheckedSpec
     from ftc.compiler.data.splits import Part
 
 

@@ -226,7 +226,8 @@ def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: 
         device: str = "cpu", out: Any = None, mlflow: str | None = None, checked: Any = None) -> Outcome:
     """`ftc run TARGET` (a spec, or a reviewed plan.json). `checked`: the spec's check_file result
     when the caller has it already (the CLI checks first to print diagnostics), so it is not redone."""
-    from ftc.compiler.check import CheckOptions, check_file, with_rows
+    from ftc.compiler.check import check_file, with_rows
+    from ftc.compiler.checked import CheckOptions
     from ftc.compiler.plan import build_plan
     from ftc.runtime.executor import LocalExecutor, RunState, execute
     from ftc.runtime.registry import Registry

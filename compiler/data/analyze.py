@@ -19,7 +19,7 @@ from ftc.compiler.data.splits import Part, presplit, split_source
 from ftc.compiler.data.table import RowProblem, Table
 
 if TYPE_CHECKING:
-    from ftc.compiler.check import CheckedSpec
+    from ftc.compiler.checked import CheckedSpec
     from ftc.compiler.source import Span
 
 
@@ -52,7 +52,7 @@ class DataReport:
 
 def _read(c: CheckedSpec, data: s.Data, f: s.DataFile, mapping: dict[str, str], stage: str | None,
           report: DataReport) -> Table:
-    from ftc.compiler.check import display_path
+    from ftc.compiler.checked import display_path
     from ftc.compiler.data.contracts import apply_mapping
     from ftc.compiler.data.readers import read_table
 
@@ -149,7 +149,7 @@ def _evalsets(c: CheckedSpec, report: DataReport) -> None:
     `read_rows`: format inferred, `fields` applied), and check its rows against the contract of
     the signal's own data (an RLHF policy is evaluated on prompts). A file that is also one of the
     spec's splits is not validated twice: its problems are reported once, for the split."""
-    from ftc.compiler.check import display_path
+    from ftc.compiler.checked import display_path
     from ftc.compiler.data.contracts import apply_mapping
     from ftc.compiler.data.readers import read_table
 

@@ -24,7 +24,7 @@ from ftc.compiler.rules import (
 from ftc.compiler.rules.base import Rule
 
 if TYPE_CHECKING:
-    from ftc.compiler.check import CheckedSpec
+    from ftc.compiler.checked import CheckedSpec
     from ftc.compiler.diagnostics import Diagnostic
 
 RULES: tuple[Rule, ...] = (

@@ -12,7 +12,7 @@ from ftc.compiler.diagnostics import Diagnostic, Related, Severity
 from ftc.compiler.source import Span
 
 if TYPE_CHECKING:
-    from ftc.compiler.check import CheckedSpec
+    from ftc.compiler.checked import CheckedSpec
 
 ERROR = Severity.ERROR
 WARNING = Severity.WARNING

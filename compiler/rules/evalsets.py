@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ftc.compiler.check import CheckedSpec
+from ftc.compiler.checked import CheckedSpec
 from ftc.compiler.diagnostics import Related
 from ftc.compiler.rules import data as d
 from ftc.compiler.rules.base import WARNING, Hit, rule

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ftc.compiler import schema as s
-from ftc.compiler.check import CheckedSpec
+from ftc.compiler.checked import CheckedSpec
 from ftc.compiler.estimate import _is_local
 from ftc.compiler.rules.base import ERROR, Hit, rule
 from ftc.compiler.source import Span

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ftc.compiler.check import CheckedSpec
+from ftc.compiler.checked import CheckedSpec
 from ftc.compiler.rules.base import ERROR, Hit, rule
 
 

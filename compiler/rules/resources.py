@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from ftc.compiler import estimate as est
 from ftc.compiler import schema as s
-from ftc.compiler.check import CheckedSpec
+from ftc.compiler.checked import CheckedSpec
 from ftc.compiler.rules.base import ERROR, WARNING, Hit, rule
 
 

@@ -70,7 +70,7 @@ def root_of(path: Path) -> Path:
 
 
 def shown(path: Path) -> str:
-    from ftc.compiler.check import display_path
+    from ftc.compiler.checked import display_path
 
     return display_path(path)
 
