@@ -326,9 +326,32 @@ def sig_gate(args: t.Args, key_span: Span, key: str) -> t.Parsed:
 # Blocks
 
 
+# Roles: who reads a key. Every key says it, and every role but "run" says why (`reason`), so
+# that no key is declared and then silently ignored (tests/unit/test_key_roles.py):
+#   run       the runtime applies it: a backend (trainer arguments, the model, the data it trains
+#             on), the data pipeline that hands rows to training, the gates, the run's record or
+#             the MLflow mirror. compiler/honoured.py lists, per backend, the run keys it applies;
+#             tests/runtime/test_key_coverage.py observes each one in tiny runs.
+#   check     only `ftc check` reads it (a rule refuses or warns; nothing at run time depends on it)
+#   estimate  only the memory and step estimate reads it (`ftc check`, `ftc plan`)
+#   record    kept in the run's record for people (the spec text, the plan); nothing reads it
+ROLES = ("run", "check", "estimate", "record")
+
+
+def _role(applies: str, reason: str | None) -> dict[str, Any]:
+    if applies not in ROLES:
+        raise ValueError(f"unknown key role {applies!r} (roles: {', '.join(ROLES)})")
+    if applies != "run" and not (reason and reason.strip()):
+        raise ValueError(f"a `{applies}` key needs a reason: why the runtime need not apply it")
+    if applies == "run" and reason is not None:
+        raise ValueError("a `run` key takes no reason: the runtime applies it")
+    return {"applies": applies, "reason": reason}
+
+
 def key(sig: t.Sig, doc: str, default: Any = None, *, required: bool = False, repeat: bool = False,
-        factory: Any = None) -> Any:
-    meta = {"sig": sig, "doc": doc, "required": required, "repeat": repeat}
+        factory: Any = None, applies: str = "run", reason: str | None = None) -> Any:
+    """A key of a block: its signature, documentation, default, and its role (ROLES above)."""
+    meta = {"sig": sig, "doc": doc, "required": required, "repeat": repeat, **_role(applies, reason)}
     if repeat:
         return field(default_factory=tuple, metadata=meta)
     if factory is not None:
@@ -337,9 +360,11 @@ def key(sig: t.Sig, doc: str, default: Any = None, *, required: bool = False, re
 
 
 def sub(cls: type, doc: str, *, kinds: Mapping[str, type] | None = None, required: bool = False,
-        mapping: bool = False) -> Any:
-    """A nested block. `kinds` makes it a variant block (`method lora { ... }`)."""
-    meta = {"block": cls, "doc": doc, "kinds": kinds, "required": required, "mapping": mapping}
+        mapping: bool = False, applies: str = "run", reason: str | None = None) -> Any:
+    """A nested block. `kinds` makes it a variant block (`method lora { ... }`); a `mapping`
+    block (`fields { text "body" }`) is one key whose role is its own."""
+    meta = {"block": cls, "doc": doc, "kinds": kinds, "required": required, "mapping": mapping,
+            **_role(applies, reason)}
     return field(default=None, metadata=meta)
 
 
@@ -365,10 +390,13 @@ class Intent(Node):
 
     goal: str = key(t.enum("behavior", "format", "style", "knowledge", aliases={"behaviour": "behavior"}),
                     "what fine-tuning should change: behavior, format, style (or knowledge, which is refused)",
-                    required=True)
+                    required=True, applies="check",
+                    reason="`ftc check` refuses `knowledge` (FT101); behavior, format and style train alike")
     stability: str = key(t.enum("stable", "evolving", "volatile"),
-                         "how often the task's labels or rules change", "stable")
-    owner: str | None = key(t.string('"support-ml"'), "the team or person who owns the model")
+                         "how often the task's labels or rules change", "stable", applies="check",
+                         reason="`ftc check` refuses a volatile task (FT102); training does not depend on it")
+    owner: str | None = key(t.string('"support-ml"'), "the team or person who owns the model", applies="record",
+                            reason="for people: kept with the spec text in each run's record; nothing reads it")
 
 
 MODALITIES = ("text", "vision", "multimodal")
@@ -393,7 +421,9 @@ class Model(Node):
     output_schema: str | None = key(t.string('"schemas/invoice.json"'),
                                     "JSON Schema file that extraction outputs must satisfy")
     trust_remote_code: bool = key(t.boolean(), "run code shipped with the model (off unless said)", False)
-    params: float | None = key(t.quantity("count"), "parameter count when no local config.json tells (e.g. 7B)")
+    params: float | None = key(t.quantity("count"), "parameter count when no local config.json tells (e.g. 7B)",
+                               applies="estimate",
+                               reason="sizes the memory estimate; training counts the loaded model's own weights")
     quantize: str | None = key(t.enum("4bit", "8bit", "none"), "load the base quantised (4bit, 8bit)")
 
 
@@ -488,8 +518,12 @@ class Data(Node):
     seed: int = key(t.integer(0), "seed of the split", 0)
     stratify: str | None = key(t.string('"label"'), "field to stratify the split by (classification)")
     group: str | None = key(t.string('"customer_id"'),
-                            "rows sharing this field must stay in one split (checked across pre-split files)")
-    time: str | None = key(t.string('"created_at"'), "time field: evaluation rows must come after training rows")
+                            "rows sharing this field must stay in one split (checked across pre-split files)",
+                            applies="check", reason="`ftc check` refuses groups shared across splits (FT207); "
+                            "`split ... by group` is what assigns rows by group")
+    time: str | None = key(t.string('"created_at"'), "time field: evaluation rows must come after training rows",
+                           applies="check", reason="`ftc check` refuses evaluation rows older than training rows "
+                           "(FT208); `split ... by time` is what orders the split")
     image_root: str | None = key(t.string('"data/images"'), "folder that image paths are relative to")
     dedup: Dedup | None = key(sig_dedup, "`exact` or `near 0.85` deduplication")
     max_length: MaxLength | None = key(sig_max_length, "max sequence length and `truncate`/`drop` policy")
@@ -514,7 +548,9 @@ class Train(Node):
     warmup: float = key(t.number(0, 1, percent=True), "fraction of steps spent warming up", 0.0)
     batch_size: int = key(t.integer(1), "micro-batch size per device", 8)
     grad_accum: int = key(t.integer(1), "gradient accumulation steps", 1)
-    global_batch: int | None = key(t.integer(1), "global batch (= batch_size × grad_accum × GPUs × nodes)")
+    global_batch: int | None = key(t.integer(1), "global batch (= batch_size × grad_accum × GPUs × nodes)",
+                                   applies="check", reason="`ftc check` refuses one that batch_size × grad_accum × "
+                                   "GPUs × nodes does not give (FT135); training uses batch_size and grad_accum")
     precision: str = key(t.enum("fp32", "fp16", "bf16"), "training precision", "bf16")
     optimizer: str = key(t.enum("adamw", "adamw_8bit", "paged_adamw_8bit", "sgd"), "optimizer", "adamw")
     weight_decay: float = key(t.number(0, 1), "weight decay", 0.0)
@@ -613,16 +649,25 @@ class Eval(Node):
     latency_warmup: int = key(t.integer(0), "requests before latency is measured", 5)
 
 
+_ONE_PROCESS = ("`ftc run` trains in one process today, so only the plan's memory and step estimate use it (ftc "
+                "check refuses a multi-process setting)")
+
+
 @record
 class Budget(Node):
     """Resources: checked against the memory estimate."""
 
-    gpu_memory: float | None = key(t.quantity("memory"), "memory per GPU, e.g. 24GB")
-    gpus: int = key(t.integer(1), "GPUs per node", 1)
-    nodes: int = key(t.integer(1), "nodes", 1)
-    strategy: str = key(t.enum("none", "ddp", "fsdp", "deepspeed"), "distribution strategy", "none")
-    deepspeed_stage: int | None = key(t.integer(1, 3), "DeepSpeed ZeRO stage")
-    fsdp_sharding: str | None = key(t.enum("full", "hybrid", "grad_op"), "FSDP sharding strategy")
+    gpu_memory: float | None = key(t.quantity("memory"), "memory per GPU, e.g. 24GB", applies="estimate",
+                                   reason="`ftc check` compares the memory estimate with it (FT160); the runtime "
+                                   "uses the memory the device has")
+    gpus: int = key(t.integer(1), "GPUs per node", 1, applies="estimate", reason=_ONE_PROCESS)
+    nodes: int = key(t.integer(1), "nodes", 1, applies="estimate", reason=_ONE_PROCESS)
+    strategy: str = key(t.enum("none", "ddp", "fsdp", "deepspeed"), "distribution strategy", "none",
+                        applies="estimate", reason=_ONE_PROCESS)
+    deepspeed_stage: int | None = key(t.integer(1, 3), "DeepSpeed ZeRO stage", applies="estimate",
+                                      reason=_ONE_PROCESS)
+    fsdp_sharding: str | None = key(t.enum("full", "hybrid", "grad_op"), "FSDP sharding strategy",
+                                    applies="estimate", reason=_ONE_PROCESS)
     max_time: float | None = key(t.quantity("time"), "wall-clock limit, e.g. 2h")
 
 
@@ -733,6 +778,47 @@ def key_name(f: Any) -> str:
     """The word users write: `metric` for the repeated field `metrics`, and so on."""
     name: str = f.name
     return {"metrics": "metric", "gates": "gate", "slices": "slice"}.get(name, name)
+
+
+@record
+class KeyPath:
+    """One key of the language at its place in a spec, spelled as a dotted path of field names:
+    `train.learning_rate`, `method.lora.rank` (a variant block's kind is part of the path),
+    `signal.rlhf.reward.data.dedup`, `eval.metrics` (the field, not the word `metric`),
+    `data.fields` (the mapping block is one key)."""
+
+    path: str
+    block: type  # the block class that declares it
+    name: str  # the field name
+    applies: str  # one of ROLES
+    reason: str | None
+    doc: str
+
+
+def key_paths(cls: type = Spec, prefix: str = "") -> dict[str, KeyPath]:
+    """Every key reachable from `cls` (a Spec by default), by dotted path, in schema order."""
+    out: dict[str, KeyPath] = {}
+    for name, f in schema_fields(cls).items():
+        meta = f.metadata
+        here = f"{prefix}{name}"
+        if "block" not in meta or meta["mapping"]:
+            out[here] = KeyPath(here, cls, name, meta["applies"], meta["reason"], meta["doc"])
+        elif meta["kinds"]:
+            for kind, kcls in meta["kinds"].items():
+                out.update(key_paths(kcls, f"{here}.{kind}."))
+        else:
+            out.update(key_paths(meta["block"], f"{here}."))
+    return out
+
+
+def describe(f: Any) -> str:
+    """A key's documentation with its role: `doc`, and for a key the runtime does not apply, who
+    reads it and why (for key references and editor hovers)."""
+    doc: str = f.metadata["doc"]
+    applies = f.metadata.get("applies", "run")
+    if applies == "run":
+        return doc
+    return f"{doc} ({applies}-only: {f.metadata['reason']})"
 
 
 @record
