@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ftc.compiler import schema as s
-from ftc.compiler.check import CheckedSpec
-from ftc.compiler.data.fields import input_fields, row_text, target_field
+from ftc.compiler.checked import CheckedSpec
+from ftc.compiler.data.fields import input_fields, part_texts, row_text, target_field
 from ftc.compiler.diagnostics import Related
 from ftc.compiler.rules.base import ERROR, WARNING, Hit, rule
 from ftc.compiler.source import Span
@@ -155,16 +155,8 @@ def _texts(c: CheckedSpec, part: Part) -> list[str]:
     """What leakage compares: the input text, or for images the hash of the image's bytes (the same
     path in two split folders can hold different images). Computed once per part."""
     if part.texts is None:
-        part.texts = _compute_texts(c, part)
+        part.texts = part_texts(c.spec, part)
     return part.texts
-
-
-def _compute_texts(c: CheckedSpec, part: Part) -> list[str]:
-    fields = input_fields(c.spec)
-    texts = [row_text(r, fields) for r in part.rows]
-    if part.image_sha256:
-        texts = [f"image:{part.image_sha256[t]}" if t in part.image_sha256 else t for t in texts]
-    return texts
 
 
 def _leak_cached(c: CheckedSpec, kind: str, train: Part, other: Part, threshold: float) -> list[tuple[int, int, float]]:
@@ -396,9 +388,11 @@ def degenerate_data(c: CheckedSpec) -> Iterator[Hit]:
         yield Hit(f"every training target is the same: {_excerpt(next(iter(targets)))!r}", _decl(c, "train"),
                   help="check the `target` field mapping and the export")
     inputs = set(_texts(c, train))
-    if input_fields(c.spec) and len(inputs) == 1:
-        yield Hit(f"every training input is the same: {_excerpt(next(iter(inputs)))!r}", _decl(c, "train"),
-                  help="check the `input` field mapping and the export")
+    fields = input_fields(c.spec)
+    if fields and len(inputs) == 1:
+        named = " and ".join(f"`{f}`" for f in fields)
+        yield Hit(f"every training input ({named}) is the same: {_excerpt(next(iter(inputs)))!r}", _decl(c, "train"),
+                  help=f"check the {named} field name(s) in the signal, the `fields` mapping, and the export")
 
 
 def _pairs(c: CheckedSpec, report: DataReport) -> Iterator[tuple[Part, str, str]]:
@@ -408,8 +402,8 @@ def _pairs(c: CheckedSpec, report: DataReport) -> Iterator[tuple[Part, str, str]
     if sig.kind == "dpo":
         for part in report.parts.values():
             yield part, sig.chosen, sig.rejected
-    elif sig.kind == "rlhf" and sig.reward is not None:
-        for part in report.stages.get("reward", {}).values():
+    elif sig.kind == "rlhf" and sig.reward is not None:  # the stage's own data, else the spec's
+        for part in (report.stages.get("reward") or report.parts).values():
             yield part, sig.reward.chosen, sig.reward.rejected
 
 

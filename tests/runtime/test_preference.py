@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -257,3 +258,53 @@ def test_policy_optimises_against_the_reward_model(rlhf_root: Path, algorithm: s
                          "slice": None, "dataset": None, "versus": "base", "text": "-1e9"}],
                        {"tuned:test": ev, "base:test": base})
         assert gate.passed and gate.value == ev.metrics["reward"] - base.metrics["reward"]
+
+
+# ---------------------------------------------------------------------------------------------
+# RLHF under non-default field names (issue 9): both stages read the names their blocks give
+
+RENAMED = {"prompt": "question", "chosen": "good", "rejected": "bad"}
+RENAMED_SIGNAL = """signal rlhf {
+  reward {
+    prompt "question"
+    chosen "good"
+    rejected "bad"
+    train {
+      learning_rate 1e-3
+    }
+  }
+  policy {
+    algorithm rloo
+    prompt "question"
+    generations 2
+    train {
+      batch_size 2
+    }
+  }
+}
+"""
+
+
+def test_ftc_run_of_rlhf_with_renamed_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's spec shape: a reward stage without `data` trains on the spec's data, the
+    policy on its prompts, under `question`/`good`/`bad`. `ftc check` passes it (no false FT205,
+    FT209, FT211) and `ftc run --max-steps 1` trains both stages and evaluates."""
+    from ftc.runtime.registry import Registry
+    from ftc.runtime.run import EXIT_GATES, EXIT_PROMOTED, run
+
+    rows = [{RENAMED.get(k, k): v for k, v in r.items()} for r in F.preference_rows(150)]
+    F.data_folder(tmp_path, rows, F.make_tiny_gpt2)
+    (tmp_path / "spec.ftspec").write_text(F.spec_text("generation", LORA, RENAMED_SIGNAL, DPO_DATA, TRAIN % "1e-4",
+                                                      "loss", "loss <= 10"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FTC_HOME", str(tmp_path / ".ftc"))
+    monkeypatch.setenv("FTC_NO_CACHE", "1")
+    outcome = run("spec.ftspec", max_steps=1)
+    assert outcome.exit_code in (EXIT_PROMOTED, EXIT_GATES), outcome.message
+    [row] = Registry().runs()
+    record = row["record"]
+    assert record["data"]["sizes"]["train"] > 100
+    events = [json.loads(line) for line in (outcome.run_dir / "events.jsonl").read_text().splitlines()]
+    trained = [e for e in events if e["event"] == "step"]
+    assert len(trained) == 2 and all(math.isfinite(e["loss"]) for e in trained)  # one step per stage
+    assert "tuned:test" in record["metrics"] and math.isfinite(record["metrics"]["tuned:test"]["loss"])

@@ -345,3 +345,68 @@ def test_vision_data_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     messages = [d.message for d in result.diagnostics if d.code == "FT216"]
     assert any("fewer than 5 training images: dog" in m for m in messages)
     assert any("2 sizes" in m for m in messages)
+
+
+RLHF_RENAMED = ('model { modality text; base "hf:org/decoder"; revision "3f2a9c1"; task generation; params 125M }\n'
+                'signal rlhf { reward { prompt "question"; chosen "good"; rejected "bad" }; '
+                'policy { prompt "question" } }\n'
+                "eval { metric loss; gate loss <= 2.0 on test }")
+
+
+def renamed_pairs(n: int, seed: int, same: frozenset[int] = frozenset()) -> list[dict[str, str]]:
+    """RLHF rows under non-default names: `question` (both stages' prompt), `good` and `bad`."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        good = f"steps {i}: " + " ".join(rng.choice(WORDS) for _ in range(6))
+        out.append({"question": f"question {seed}-{i} " + ticket(rng, i), "good": good,
+                    "bad": good if i in same else "no idea, " + " ".join(rng.choice(WORDS) for _ in range(6))})
+    return out
+
+
+def test_rlhf_reads_the_field_names_of_its_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 9: rules read a `prompt` column for RLHF although the stages name `question`: every
+    input was '' (FT211), every eval row an exact duplicate (FT205), every train row too (FT209)."""
+    result = run(tmp_path, monkeypatch, RLHF_RENAMED, train=renamed_pairs(300, 1), val=renamed_pairs(60, 2),
+                 test=renamed_pairs(60, 3))
+    assert codes(result) == [], [(d.code, d.message) for d in result.diagnostics]
+
+
+def test_rlhf_duplicates_under_renamed_fields_are_still_found(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    train, test = renamed_pairs(300, 1), renamed_pairs(60, 3)
+    test[5] = dict(test[5], question=train[17]["question"].upper())  # the same prompt, other answers
+    train[40] = dict(train[9])
+    result = run(tmp_path, monkeypatch, RLHF_RENAMED, train=train, val=renamed_pairs(60, 2), test=test)
+    leak = the(result, "FT205")
+    assert leak.message.startswith("1 test row(s)") and "data/test.jsonl:6 ~ data/train.jsonl:18" in leak.detail
+    assert the(result, "FT209").message.startswith("1 training row(s)")
+    assert "FT211" not in codes(result)
+
+
+def test_rlhf_pairs_in_the_spec_data_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reward stage without `data` trains on the spec's data: its pairs there are FT212's."""
+    result = run(tmp_path, monkeypatch, RLHF_RENAMED, train=renamed_pairs(300, 1, frozenset({4, 8})),
+                 val=renamed_pairs(60, 2), test=renamed_pairs(60, 3))
+    d = the(result, "FT212")
+    assert d.message.startswith("2 train pair(s) have identical `good` and `bad`") and d.span.line == 5
+
+
+def test_rlhf_degenerate_prompts_name_the_policy_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train = [dict(r, question="the same question") for r in renamed_pairs(300, 1)]
+    d = the(run(tmp_path, monkeypatch, RLHF_RENAMED, train=train, val=renamed_pairs(60, 2),
+                test=renamed_pairs(60, 3)), "FT211")
+    assert "`question`" in d.message and "'the same question'" in d.message
+
+
+def test_input_fields_of_rlhf_stages() -> None:
+    from ftc.compiler import schema as s
+    from ftc.compiler.data.fields import input_fields
+
+    def spec(reward: s.RewardStage) -> s.Spec:
+        return s.Spec(signal=s.RlhfSignal(reward=reward, policy=s.PolicyStage(prompt="ask")))
+
+    shared = spec(s.RewardStage(prompt="question", chosen="good", rejected="bad"))
+    assert input_fields(shared) == ("ask", "question")  # both stages read the spec's data
+    own = spec(s.RewardStage(prompt="question", data=s.Data()))
+    assert input_fields(own) == ("ask",) and input_fields(own, "reward") == ("question",)
