@@ -210,6 +210,23 @@ def _checked_or_exit(spec_path: str, fmt: str = "text"):  # type: ignore[no-unty
     return result
 
 
+def _plan_or_exit(path: str):  # type: ignore[no-untyped-def]
+    """A reviewed plan file, or its located errors printed and exit 1 (compiler/planfile.py)."""
+    from ftc.compiler.checked import display_path
+    from ftc.compiler.planfile import load_plan
+    from ftc.compiler.render import render
+    from ftc.compiler.rules import RULES
+
+    plan, diags, src = load_plan(Path(path), display_path(Path(path)))
+    if plan is None:
+        sources = {src.path: src} if src is not None else {}
+        click.echo(render(diags, sources, "text", color=sys.stderr.isatty(), files_checked=1, rules=RULES),
+                   err=True, nl=False)
+        click.echo(f"ftc: {path} is refused: make the plan again with `ftc plan SPEC --out {path}`", err=True)
+        sys.exit(EXIT_ERRORS)
+    return plan
+
+
 @cli.command()
 @click.argument("spec")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "dot", "mermaid"]), default="text",
@@ -253,9 +270,11 @@ def run(target: str, resume: bool, dry_run: bool, max_steps: int | None, device:
             settings_from_uri(mlflow_uri)
         except TrackingError as err:
             raise click.BadParameter(f"{err.message}; {err.hint}", param_hint="--mlflow") from None
-    checked = None if target.endswith(".json") else _checked_or_exit(target)  # prints a refused spec's diagnostics
+    reviewed = _plan_or_exit(target) if target.endswith(".json") else None
+    spec_path = str(reviewed.spec["path"]) if reviewed is not None else target
+    checked = _checked_or_exit(spec_path)  # prints a refused spec's diagnostics
     outcome = run_target(target, resume=resume, dry_run=dry_run, max_steps=max_steps, device=device,
-                         mlflow=mlflow_uri, checked=checked)
+                         mlflow=mlflow_uri, checked=checked, reviewed=reviewed)
     click.echo(f"ftc: {outcome.message}", err=outcome.exit_code not in (0,))
     sys.exit(outcome.exit_code)
 

@@ -91,6 +91,8 @@ def explain_text(rule: Rule) -> str:
         out += ["Example (blocks of an otherwise clean spec):", _indent(sec["Example"]), ""]
     if sec.get("Use instead"):
         out += ["Use instead:", _indent(sec["Use instead"]), ""]
+    if sec.get("Fires with"):
+        out += ["Fires with:", _indent(sec["Fires with"]), ""]
     out.append(f"Suppressible: {rule.suppressible}.")
     if rule.stage == "files":
         out.append("Reads the files the spec names; skipped by `ftc check --no-data`.")

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -23,7 +23,11 @@ from ftc.compiler import estimate as est
 from ftc.compiler import schema as s
 from ftc.compiler.checked import CheckedSpec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every node kind is an executor step (no tokenize/attach_method/export nodes)
+
+# Every kind a plan may hold; each is one step of runtime/executor.py (an unknown kind is an error).
+NODE_KINDS = ("read_data", "validate", "split", "dedup", "load_base", "train", "train_reward", "train_policy",
+              "evaluate", "latency", "gates", "register")
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,8 @@ class Plan:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Plan:
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"plan format_version {doc.get('format_version')!r} is not {FORMAT_VERSION}")
+        """A plan from its JSON document, which must be well formed (compiler/planfile.py checks a
+        file and reports where it is not)."""
         nodes = tuple(PlanNode(n["id"], n["kind"], tuple(n["inputs"]), n["params"], n["hash"], n["estimate"])
                       for n in doc["nodes"])
         return cls(doc["spec"], doc["data"], doc["base"], nodes, tuple(doc.get("waivers", ())))
@@ -94,6 +98,11 @@ class Plan:
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def node_hash(kind: str, params: dict[str, Any], input_hashes: list[str]) -> str:
+    """A node's hash: its kind, its parameters and its inputs' hashes (in the inputs' order)."""
+    return _digest([kind, params, input_hashes])
 
 
 def _spec_info(c: CheckedSpec) -> dict[str, Any]:
@@ -152,7 +161,7 @@ class _Builder:
     def add(self, node_id: str, kind: str, inputs: list[str], params: dict[str, Any],
             estimate: dict[str, Any] | None = None) -> str:
         ins = tuple(sorted(inputs))
-        h = _digest([kind, params, [self.nodes[i].hash for i in ins]])
+        h = node_hash(kind, params, [self.nodes[i].hash for i in ins])
         self.nodes[node_id] = PlanNode(node_id, kind, ins, params, h, estimate or {})
         return node_id
 
@@ -168,27 +177,53 @@ def build_plan(c: CheckedSpec, waivers: tuple[dict[str, str], ...] = ()) -> Plan
         files.update({f"reward.{name}": getattr(stage, name).path for name in ("train", "val", "test", "source")
                       if getattr(stage, name)})
     b.add("data.read", "read_data", [], {"files": files, "format": data.format, "fields": _plain(data.fields)})
-    b.add("data.validate", "validate", ["data.read"], {"signal": spec.signal.kind, "task": spec.model.task})
+    b.add("data.validate", "validate", ["data.read"], {"signal": spec.signal.kind, "task": spec.model.task,
+                                                       "hashes": hashes})
     b.add("data.split", "split", ["data.validate"],
           {"split": _plain(data.split), "seed": data.seed, "stratify": data.stratify,
            "sizes": sizes, "hashes": hashes}, {"rows": sizes})
     last = "data.split"
-    if data.dedup is not None and data.dedup.kind != "none":
-        last = b.add("data.dedup", "dedup", [last], _plain(data.dedup))
-    tok = b.add("data.tokenize", "tokenize", [last], {"max_length": _plain(data.max_length),
-                                                       "packing": spec.train.packing})
+    trained_rows = dict(sizes)
+    dedups = {"train": _dedup_of(data), "reward.train": _dedup_of(stage)}
+    if any(dedups.values()):
+        trained_rows.update(_after_dedup(c))
+        last = b.add("data.dedup", "dedup", [last], {k: _plain(v) for k, v in dedups.items()},
+                     {"rows": trained_rows})
     base = _base_info(c)
     b.add("model.load_base", "load_base", [], {**base, "quantize": _quant(spec)})
-    b.add("model.attach", "attach_method", ["model.load_base"], _plain(spec.method))
-    train_ids = _train_nodes(b, c, tok, sizes)
+    train_ids = _train_nodes(b, c, last, trained_rows)
     final = train_ids[-1]
-    gate_inputs = _eval_nodes(b, c, tok, final)
+    gate_inputs = _eval_nodes(b, c, last, final)
     b.add("gates", "gates", gate_inputs, {"gates": [_gate(g) for g in spec.eval.gates]})
-    b.add("register", "register", ["gates", final], {"name": c.name})
-    if getattr(spec.method, "merge", False):
-        b.add("export.merged", "export", ["register"], {"merge": True})
+    b.add("register", "register", ["gates", final], {"name": c.name, "merge": bool(getattr(spec.method, "merge", False))})
     nodes = tuple(sorted(b.nodes.values(), key=lambda n: n.id))
-    return Plan(_spec_info(c), {"sizes": sizes, "hashes": hashes}, base, nodes, waivers)
+    summary: dict[str, Any] = {"sizes": sizes, "hashes": hashes}
+    if trained_rows != sizes:
+        summary["after_dedup"] = {k: v for k, v in trained_rows.items() if sizes.get(k) != v}
+    return Plan(_spec_info(c), summary, base, nodes, waivers)
+
+
+def _dedup_of(data: s.Data | None) -> s.Dedup | None:
+    dedup = data.dedup if data is not None else None
+    return dedup if dedup is not None and dedup.kind != "none" else None
+
+
+def _after_dedup(c: CheckedSpec) -> dict[str, int]:
+    """Training rows after `dedup` (the spec's, and an RLHF reward stage's own), counted by the
+    function `ftc run` removes them with (compiler/data/dedup.py), so that the plan's sizes and
+    step estimates are what runs."""
+    from ftc.compiler.data.dedup import deduplicated_train
+
+    if c.data is None or not c.data.parts:  # a check restored from the cache kept no rows
+        from ftc.compiler.data.analyze import analyze
+
+        c = replace(c, data=analyze(c))
+    out: dict[str, int] = {}
+    for key, stage in (("train", None), ("reward.train", "reward")):
+        kept = deduplicated_train(c, stage)
+        if kept is not None and key in c.sizes:
+            out[key] = len(kept.rows)
+    return out
 
 
 def _quant(spec: s.Complete) -> dict[str, Any] | None:
@@ -199,7 +234,10 @@ def _quant(spec: s.Complete) -> dict[str, Any] | None:
     return {"bits": 8} if spec.model.quantize == "8bit" else None
 
 
-def _train_nodes(b: _Builder, c: CheckedSpec, tok: str, sizes: dict[str, int]) -> list[str]:
+def _train_nodes(b: _Builder, c: CheckedSpec, rows: str, sizes: dict[str, int]) -> list[str]:
+    """The training node(s): the rows come in through `rows` (the split, or the dedup after it),
+    the base through model.load_base; the method, the length policy and packing are parameters
+    (no separate nodes: the trainer attaches the method and tokenises as it trains)."""
     spec = s.complete(c.spec)
     tr, budget = spec.train, spec.budget
     devices = budget.gpus * budget.nodes
@@ -207,23 +245,24 @@ def _train_nodes(b: _Builder, c: CheckedSpec, tok: str, sizes: dict[str, int]) -
     memory = None
     if shape is not None:
         memory = round(est.estimate(c.spec, shape, est.default_seq_len(c.spec)).total)
+    shared = {"method": _plain(spec.method), "max_length": _plain(spec.data.max_length)}
     train_est = {"steps": train_steps(sizes.get("train", 0), tr, devices), "examples": sizes.get("train", 0),
                  "memory_bytes": memory}
     if spec.signal.kind != "rlhf":
-        return [b.add("train", "train", [tok, "model.attach"],
-                      {"signal": _plain(spec.signal), "train": _plain(tr)}, train_est)]
+        return [b.add("train", "train", [rows, "model.load_base"],
+                      {"signal": _plain(spec.signal), "train": _plain(tr), "packing": tr.packing, **shared},
+                      train_est)]
     sig = spec.signal
     rtr = s.merged_train(tr, sig.reward.train)
     reward_rows = sizes.get("reward.train", sizes.get("train", 0))
-    reward_inputs = [tok, "model.load_base"]
-    reward = b.add("train.reward", "train_reward", reward_inputs,
-                   {"stage": _plain(sig.reward), "train": _plain(rtr)},
+    reward = b.add("train.reward", "train_reward", [rows, "model.load_base"],
+                   {"stage": _plain(sig.reward), "train": _plain(rtr), **shared},
                    {"steps": train_steps(reward_rows, rtr, devices), "examples": reward_rows})
     ptr = s.merged_train(tr, sig.policy.train)
     # a policy step trains on `batch_size` sampled replies: `generations` of them per prompt
     completions = sizes.get("train", 0) * sig.policy.generations
-    policy = b.add("train.policy", "train_policy", [tok, "model.attach", reward],
-                   {"stage": _plain(sig.policy), "train": _plain(ptr)},
+    policy = b.add("train.policy", "train_policy", [rows, "model.load_base", reward],
+                   {"stage": _plain(sig.policy), "train": _plain(ptr), **shared},
                    {"steps": train_steps(completions, ptr, devices), "examples": sizes.get("train", 0),
                     "memory_bytes": memory})
     return [reward, policy]
@@ -235,7 +274,7 @@ def _gate(g: s.Gate) -> dict[str, Any]:
             "dataset": g.dataset, "versus": g.versus, "text": g.threshold_text}
 
 
-def _eval_nodes(b: _Builder, c: CheckedSpec, tok: str, final: str) -> list[str]:
+def _eval_nodes(b: _Builder, c: CheckedSpec, rows: str, final: str) -> list[str]:
     spec = s.complete(c.spec)
     ev = spec.eval
     metrics = [_plain(m) for m in ev.metrics]
@@ -247,11 +286,12 @@ def _eval_nodes(b: _Builder, c: CheckedSpec, tok: str, final: str) -> list[str]:
     scorer = ["train.reward"] if rewarded else []
     for split in splits:
         slices = sorted({g.slice for g in ev.gates if (g.split or "test") == split and g.slice})
-        # the rows come in through `tok`'s inputs; what else the evaluation reads is in `reads`
-        params = {"split": split, "metrics": metrics, "slices": slices, **reads}
-        out.append(b.add(f"eval.base.{split}", "evaluate", [tok, "model.load_base", *scorer],
+        # the rows come in through `rows`; what else the evaluation reads is in `reads`
+        params = {"split": split, "metrics": metrics, "slices": slices,
+                  "max_length": _plain(spec.data.max_length), **reads}
+        out.append(b.add(f"eval.base.{split}", "evaluate", [rows, "model.load_base", *scorer],
                          {**params, "model": "base"}))
-        out.append(b.add(f"eval.tuned.{split}", "evaluate", [tok, final], {**params, "model": "tuned"}))
+        out.append(b.add(f"eval.tuned.{split}", "evaluate", [rows, final], {**params, "model": "tuned"}))
     regression = {g.dataset: g for g in ev.gates if g.dataset is not None}
     for dataset in sorted(regression):
         params = {"dataset": dataset, **_regression_file(c, dataset, regression[dataset]), "metrics": metrics,
@@ -261,7 +301,7 @@ def _eval_nodes(b: _Builder, c: CheckedSpec, tok: str, final: str) -> list[str]:
                          {**params, "model": "base"}))
         out.append(b.add(f"eval.tuned.regression.{suffix}", "evaluate", [final], {**params, "model": "tuned"}))
     if any(g.metric == "latency" for g in ev.gates):
-        out.append(b.add("eval.latency", "latency", [tok, "model.load_base", final],
+        out.append(b.add("eval.latency", "latency", [rows, "model.load_base", final],
                          {"warmup": ev.latency_warmup, "split": "test"}))
     return sorted(set(out))
 
@@ -312,7 +352,8 @@ def _regression_file(c: CheckedSpec, dataset: str, g: s.Gate) -> dict[str, Any]:
 
 def render_text(plan: Plan) -> str:
     lines = [f"plan for {plan.spec['name']} ({plan.spec['path']})  plan {plan.hash[:12]}",
-             "data: " + ", ".join(f"{k} {v} rows" for k, v in sorted(plan.data['sizes'].items())),
+             "data: " + ", ".join(_rows(k, v, plan.data.get("after_dedup", {}))
+                                  for k, v in sorted(plan.data['sizes'].items())),
              f"base: {plan.base['ref']}" + (f" @ {plan.base['revision']}" if plan.base.get('revision') else "")
              + (f" (sha256 {plan.base['sha256'][:12]})" if plan.base.get('sha256') else ""), ""]
     width = max([24, *(len(n.id) for n in plan.nodes)])
@@ -323,6 +364,11 @@ def render_text(plan: Plan) -> str:
     for w in plan.waivers:
         lines.append(f"waived {w['code']}: {w['reason']}")
     return "\n".join(lines) + "\n"
+
+
+def _rows(name: str, rows: int, after_dedup: dict[str, int]) -> str:
+    kept = after_dedup.get(name)
+    return f"{name} {rows} rows" + (f" ({kept} after dedup)" if kept is not None else "")
 
 
 def _human(key: str, value: Any) -> str:

@@ -37,6 +37,7 @@ class TrainContext:
     device: str = "cpu"
     stage_parts: dict[str, Part] = field(default_factory=dict)
     max_steps: int | None = None  # a cap for tests and dry walks; None = what the spec says
+    base_dir: Path | None = None  # the base's folder as the plan's load_base step located it
 
     @property
     def spec(self) -> Any:
@@ -50,7 +51,11 @@ class TrainContext:
         return part.rows
 
     def base_path(self) -> Path:
-        """The base model's local folder (hub ids are refused at run time: no network)."""
+        """The base model's folder: where the plan's load_base step located and verified it (an
+        `hf:` base's snapshot in the Hugging Face cache, or a local folder); without that step (a
+        backend called directly), the local folder the spec names."""
+        if self.base_dir is not None:
+            return self.base_dir
         model = self.spec.model
         return self.checked.resolve_path(model.base, model.at("base"))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import time
 from collections.abc import Callable
@@ -17,17 +18,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ftc.compiler.plan import Plan, PlanNode
+from ftc import __version__
+from ftc.compiler import capabilities as cap
+from ftc.compiler.plan import NODE_KINDS, Plan, PlanNode
 from ftc.runtime import gates as gate_eval
 from ftc.runtime.api import EvalResult, TrainContext, TrainResult
 
 Log = Callable[[dict[str, Any]], None]
 
 
+class PlanError(Exception):
+    """A plan the executor cannot run as written: a node kind it has no step for, or a step the
+    spec's backend does not have. (A plan file that is not well formed never gets here:
+    compiler/planfile.py refuses it with a located diagnostic.)"""
+
+
+class DriftError(Exception):
+    """What a step reads differs from what the plan was made from (the data or the base model's
+    files changed after `ftc plan`)."""
+
+
 @dataclass
 class RunState:
     plan: Plan
-    checked: Any  # CheckedSpec, with its data read
+    checked: Any  # CheckedSpec; its rows are read by the plan's read_data step
     run_dir: Path
     log: Log
     resume: bool = False
@@ -39,10 +53,15 @@ class RunState:
     train: dict[str, TrainResult] = field(default_factory=dict)  # node id -> result
     gates: list[gate_eval.GateResult] = field(default_factory=list)
     parts: dict[str, Any] = field(default_factory=dict)
+    stage_parts: dict[str, Any] = field(default_factory=dict)  # RLHF reward stage's own splits
+    base_dir: Path | None = None  # the base model's folder, located and verified by load_base
+    # the register step's work (runtime/run.py: store the artifact, write the registry record)
+    registrar: Callable[[RunState], None] | None = None
 
     def context(self, stage_parts: dict[str, Any] | None = None) -> TrainContext:
         return TrainContext(self.checked, self.parts, self.run_dir, self.log, resume=self.resume,
-                            device=self.device, stage_parts=stage_parts or {}, max_steps=self.max_steps)
+                            device=self.device, stage_parts=stage_parts or {}, max_steps=self.max_steps,
+                            base_dir=self.base_dir)
 
 
 class Executor(Protocol):
@@ -51,79 +70,95 @@ class Executor(Protocol):
     def run(self, node: PlanNode, state: RunState) -> None: ...
 
 
+def _require_kind(node: PlanNode) -> None:
+    if node.kind not in NODE_KINDS:
+        raise PlanError(f"plan node `{node.id}` has kind `{node.kind}`, which ftc {__version__} has no step for "
+                        f"(kinds: {', '.join(NODE_KINDS)}): make the plan again with `ftc plan`")
+
+
 class DryRunExecutor:
     """Walks the plan and reports each step with its estimate; trains and evaluates nothing."""
 
     name = "dry-run"
 
     def run(self, node: PlanNode, state: RunState) -> None:
+        _require_kind(node)
         state.log({"event": "node", "id": node.id, "kind": node.kind, "dry": True, "estimate": node.estimate})
 
 
-def _modality_backend(spec: Any) -> Any:
-    """The backend of a vision (timm) or multimodal (open_clip) model; None for text, whose
-    backend depends on the signal. Each has train(ctx), evaluate(ctx, dir, split),
-    evaluate_file(ctx, dir, dataset) and measure_latency(ctx, dir, split, warmup)."""
+def backend_module(spec: Any) -> tuple[cap.Backend, Any]:
+    """The spec's runtime backend (compiler/capabilities.py, by modality and signal) and its module."""
     modality = spec.model.modality if spec.model is not None else "text"
-    if modality == "vision":
-        from ftc.runtime.backends import vision
-        return vision
-    if modality == "multimodal":
-        from ftc.runtime.backends import multimodal
-        return multimodal
-    return None
+    backend = cap.backend_for(modality, spec.signal.kind)
+    if backend is None:
+        raise PlanError(f"no runtime backend trains a {modality} model with `signal {spec.signal.kind}`")
+    return backend, importlib.import_module(backend.module)
 
 
-def _backend_train(kind: str, ctx: TrainContext, state: RunState) -> TrainResult:
-    signal = ctx.spec.signal.kind
-    other = _modality_backend(ctx.spec)
-    if other is not None:
-        trained: TrainResult = other.train(ctx)
-        return trained
-    if kind == "train_reward":
-        from ftc.runtime.backends import preference
-        return preference.train_reward(ctx)
-    if kind == "train_policy":
-        from ftc.runtime.backends import preference
-        return preference.train_policy(ctx, state.train["train.reward"].model_dir)
-    if signal == "sft":
-        from ftc.runtime.backends import text
-        return text.train_sft(ctx)
-    if signal == "dpo":
-        from ftc.runtime.backends import preference
-        return preference.train_dpo(ctx)
-    if signal == "contrastive":
-        from ftc.runtime.backends import embedding
-        return embedding.train_contrastive(ctx)
-    raise NotImplementedError(f"signal {signal} has no runtime backend yet")
+def backend_step(spec: Any, kind: str) -> Callable[..., Any]:
+    """The function of the spec's backend that does a step of this kind (capabilities' table)."""
+    backend, module = backend_module(spec)
+    name = backend.step(kind)
+    if name is None:
+        raise PlanError(f"the `{backend.name}` backend has no `{kind}` step")
+    fn: Callable[..., Any] = getattr(module, name)
+    return fn
 
 
 class LocalExecutor:
-    """Runs every node on this machine."""
+    """Runs every node on this machine: one method per node kind (NODE_KINDS), no other."""
 
     name = "local"
 
     def run(self, node: PlanNode, state: RunState) -> None:
-        handler = getattr(self, f"_{node.kind}", None)
+        _require_kind(node)
         state.log({"event": "node", "id": node.id, "kind": node.kind})
-        if handler is not None:
-            handler(node, state)
+        getattr(self, f"_{node.kind}")(node, state)
+
+    def _read_data(self, node: PlanNode, state: RunState) -> None:
+        """Read the spec's data files (a check restored from the cache kept only sizes and hashes)."""
+        from ftc.compiler.check import with_rows
+
+        state.checked = with_rows(state.checked)
+
+    def _validate(self, node: PlanNode, state: RunState) -> None:
+        """The rows read are the rows the plan was made from (content hash per split)."""
+        expected: dict[str, str] = node.params.get("hashes") or {}
+        actual = dict(getattr(state.checked.data, "hashes", {}) or {})
+        changed = sorted(name for name, digest in expected.items() if actual.get(name) != digest)
+        if changed:
+            raise DriftError(f"the {', '.join(changed)} data changed since the plan was made: run `ftc plan` "
+                             "(or `ftc run SPEC`) again")
 
     def _split(self, node: PlanNode, state: RunState) -> None:
-        state.parts = dict(state.checked.data.parts)
+        data = state.checked.data
+        state.parts = dict(data.parts)
+        state.stage_parts = dict((getattr(data, "stages", {}) or {}).get("reward", {}))
 
     def _dedup(self, node: PlanNode, state: RunState) -> None:
-        from ftc.runtime.dedup import dedup_part
+        from ftc.compiler.data.dedup import dedup_part
 
-        train = state.parts.get("train")
-        if train is not None:
-            kept, removed = dedup_part(state.checked, train, node.params["kind"], node.params.get("threshold"))
-            state.parts["train"] = kept
-            state.log({"event": "note", "message": f"dedup {node.params['kind']}: removed {removed} training row(s)"})
+        for key, parts, stage, what in (("train", state.parts, None, "training"),
+                                        ("reward.train", state.stage_parts, "reward", "reward-stage training")):
+            how = node.params.get(key)
+            train = parts.get("train")
+            if not how or train is None:
+                continue
+            kept, removed = dedup_part(state.checked, train, how["kind"], how.get("threshold"), stage)
+            parts["train"] = kept
+            state.log({"event": "note", "message": f"dedup {how['kind']}: removed {removed} {what} row(s)"})
+
+    def _load_base(self, node: PlanNode, state: RunState) -> None:
+        """Locate the base model's folder and check that its files are the ones the plan hashed."""
+        state.base_dir = locate_base(state.checked, node.params)
 
     def _train(self, node: PlanNode, state: RunState) -> None:
-        stage = getattr(state.checked.data, "stages", {}).get("reward", {}) if node.kind == "train_reward" else {}
-        state.train[node.id] = _backend_train(node.kind, state.context(stage), state)
+        ctx = state.context(state.stage_parts if node.kind == "train_reward" else None)
+        step = backend_step(ctx.spec, node.kind)
+        if node.kind == "train_policy":
+            state.train[node.id] = step(ctx, state.train["train.reward"].model_dir)
+        else:
+            state.train[node.id] = step(ctx)
 
     _train_reward = _train
     _train_policy = _train
@@ -161,6 +196,30 @@ class LocalExecutor:
     def _gates(self, node: PlanNode, state: RunState) -> None:
         state.gates = gate_eval.evaluate(node.params["gates"], state.results)
 
+    def _register(self, node: PlanNode, state: RunState) -> None:
+        """Store the final model and record the run with its verdict (runtime/run.py's Registrar)."""
+        if state.registrar is None:
+            raise PlanError("the register step has no registry to record the run in")
+        state.registrar(state)
+
+
+def locate_base(checked: Any, params: dict[str, Any]) -> Path:
+    """The base model's folder (a local folder, or an `hf:` base's snapshot in the Hugging Face
+    cache: compiler/hub.py, as `ftc check` found it), whose files must hash to what the plan says."""
+    from ftc.compiler import hub
+    from ftc.compiler.data.cache import file_digest
+
+    folder = hub.resolve_base(checked)
+    base = params.get("ref", checked.spec.model.base)
+    if folder is None:
+        raise DriftError(f"the base model `{base}` is not on this machine (any more): run `ftc check` on the "
+                         "spec, which says how to get it")
+    expected = params.get("sha256")
+    if expected and file_digest(folder) != expected:
+        raise DriftError(f"the files of the base model `{base}` changed since the plan was made: run `ftc plan` "
+                         "(or `ftc run SPEC`) again")
+    return folder.resolve()
+
 
 def _final_model(state: RunState) -> Path:
     final = state.train.get("train.policy") or state.train.get("train")
@@ -169,42 +228,19 @@ def _final_model(state: RunState) -> Path:
     return final.model_dir
 
 
-def _backend(spec: Any) -> Any:
-    """The backend module that evaluates and times the model a spec trains: the vision or
-    multimodal backend by modality; for text by signal, the encoder of `contrastive`, the causal
-    LM of `dpo` and `rlhf`, the text model (classifier or generator) of `sft`. Each has
-    evaluate(ctx, dir, split), evaluate_file(ctx, dir, dataset) and measure_latency(ctx, dir,
-    split, warmup)."""
-    other = _modality_backend(spec)
-    if other is not None:
-        return other
-    signal = spec.signal.kind
-    if signal == "contrastive":
-        from ftc.runtime.backends import embedding
-        return embedding
-    if signal in ("dpo", "rlhf"):
-        from ftc.runtime.backends import preference
-        return preference
-    if signal == "sft":
-        from ftc.runtime.backends import text
-        return text
-    raise NotImplementedError(f"signal {signal} has no runtime backend yet")
-
-
 def _backend_evaluate(state: RunState, model_dir: Path | None, params: dict[str, Any]) -> EvalResult:
     """A split of the spec's data, or a data file named by a gate (`on "data/general.jsonl"`:
     regression against a general set), evaluated by the backend of the spec's signal."""
-    backend = _backend(state.checked.spec)
     ctx = state.context()
-    if params.get("dataset"):
-        result: EvalResult = backend.evaluate_file(ctx, model_dir, params["dataset"])  # beside the gate's file
+    if params.get("dataset"):  # beside the gate's file
+        result: EvalResult = backend_step(ctx.spec, "evaluate_file")(ctx, model_dir, params["dataset"])
     else:
-        result = backend.evaluate(ctx, model_dir, params["split"])
+        result = backend_step(ctx.spec, "evaluate")(ctx, model_dir, params["split"])
     return result
 
 
 def _backend_latency(ctx: TrainContext, model_dir: Path | None, split: str, warmup: int) -> dict[str, Any]:
-    measured: dict[str, Any] = _backend(ctx.spec).measure_latency(ctx, model_dir, split, warmup=warmup)
+    measured: dict[str, Any] = backend_step(ctx.spec, "latency")(ctx, model_dir, split, warmup=warmup)
     return measured
 
 

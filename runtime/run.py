@@ -19,7 +19,8 @@ import platform
 import secrets
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,28 @@ from ftc.compiler.plan import Plan
 EXIT_PROMOTED, EXIT_REFUSED, EXIT_GATES, EXIT_FAILED = 0, 1, 4, 5
 
 
+class Status(str, Enum):
+    """How a run ended (the registry's `status` column holds the value)."""
+
+    PROMOTED = "promoted"  # every gate passed: the model is the spec's active one
+    REJECTED = "rejected"  # it ran, and a gate failed
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: resumable
+    REFUSED = "refused"  # nothing ran: the spec, the plan or the registry said no
+    DRY_RUN = "dry-run"
+
+
 @dataclass
 class Outcome:
-    status: str  # promoted | rejected | failed | interrupted | dry-run
+    status: Status
     run_id: str
     run_dir: Path
     exit_code: int
     message: str = ""
+
+
+def _refused(message: str, run_id: str = "", run_dir: Path = Path(".")) -> Outcome:
+    return Outcome(Status.REFUSED, run_id, run_dir, EXIT_REFUSED, message)
 
 
 class Progress:
@@ -146,7 +162,7 @@ def lineage(plan: Plan, checked: Any) -> dict[str, Any]:
             pass
     return {"ftc_version": __version__, "plan_hash": plan.hash, "spec": plan.spec, "spec_text": spec_text,
             "spec_sources": sources, "base": plan.base,
-            "data": plan.data, "method": plan.node("model.attach").params, "seed": train.seed if train else None,
+            "data": plan.data, "method": _method_of(plan), "seed": train.seed if train else None,
             "training": {n.id: n.params for n in plan.nodes if n.kind.startswith("train")},
             "retention": {"artifacts_keep": keep},  # `ftc gc` applies the newest run's (None: not declared)
             "versions": versions, "python": platform.python_version(),
@@ -154,6 +170,15 @@ def lineage(plan: Plan, checked: Any) -> dict[str, Any]:
                          "host": platform.node() or None},
             "git_commit": _git_commit(spec_path.parent), "user": current_user(),
             "waivers": list(plan.waivers)}
+
+
+def _method_of(plan: Plan) -> dict[str, Any]:
+    """The method the plan trains with (a format-1 plan kept it in its `model.attach` node)."""
+    for node in plan.nodes:
+        if node.kind in ("train", "train_policy") and "method" in node.params:
+            return dict(node.params["method"])
+    attach = [n for n in plan.nodes if n.id == "model.attach"]
+    return dict(attach[0].params) if attach else {}
 
 
 def _git_commit(folder: Path) -> str | None:
@@ -222,115 +247,183 @@ def plan_mismatch(reviewed: Plan, current: Plan) -> list[str]:
     return out
 
 
+@dataclass
+class _Run:
+    """What the phases of one `ftc run` hand each other."""
+
+    spec_path: str
+    checked: Any
+    plan: Plan
+    waivers: tuple[Any, ...]
+    tracking: Any
+    record: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
+    run_dir: Path = Path(".")
+
+
 def run(target: str, *, resume: bool = False, dry_run: bool = False, max_steps: int | None = None,
-        device: str = "cpu", out: Any = None, mlflow: str | None = None, checked: Any = None) -> Outcome:
-    """`ftc run TARGET` (a spec, or a reviewed plan.json). `checked`: the spec's check_file result
-    when the caller has it already (the CLI checks first to print diagnostics), so it is not redone."""
-    from ftc.compiler.check import check_file, with_rows
-    from ftc.compiler.checked import CheckOptions
-    from ftc.compiler.plan import build_plan
-    from ftc.runtime.executor import LocalExecutor, RunState, execute
+        device: str = "cpu", out: Any = None, mlflow: str | None = None, checked: Any = None,
+        reviewed: Plan | None = None) -> Outcome:
+    """`ftc run TARGET` (a spec, or a reviewed plan.json), in phases: check → plan → (dry run) →
+    open the run → execute the plan's nodes (the last of which judges the gates and registers).
+    `checked`: the spec's check_file result when the caller has it already (the CLI checks first
+    to print diagnostics); `reviewed`: the plan file, already loaded by the CLI."""
+    out = out or sys.stdout
+    prepared = _prepare(target, mlflow, checked, reviewed)
+    if isinstance(prepared, Outcome):
+        return prepared
+    if dry_run:
+        return _dry_run(prepared.plan, prepared.checked, out)
     from ftc.runtime.registry import Registry
     from ftc.runtime.store import Store
 
-    out = out or sys.stdout
-    reviewed: Plan | None = None
-    spec_path = target
-    if target.endswith(".json"):
-        reviewed = Plan.from_dict(json.loads(Path(target).read_text(encoding="utf-8")))
-        spec_path = reviewed.spec["path"]
-    result = checked if checked is not None and reviewed is None else check_file(Path(spec_path), CheckOptions())
-    if not result.ok or result.checked is None:
-        return Outcome("refused", "", Path("."), EXIT_REFUSED, "the spec is refused by `ftc check`")
-    checked = with_rows(result.checked)
-    from ftc.runtime.tracking import TrackingError, settings_for_run
-
-    try:
-        tracking = settings_for_run(checked, mlflow)
-    except TrackingError as err:
-        return Outcome("refused", "", Path("."), EXIT_REFUSED, f"{err.message}; {err.hint}")
-    plan = build_plan(checked, tuple({"code": w.code, "reason": w.reason} for w in result.waivers))
-    if reviewed is not None:
-        changed = plan_mismatch(reviewed, plan)
-        if changed:
-            return Outcome("refused", "", Path("."), EXIT_REFUSED,
-                           f"the reviewed plan no longer matches: {'; '.join(changed)}. Run `ftc plan` again")
-    if dry_run:
-        return _dry_run(plan, checked, out)
     registry = Registry()
     store = Store(registry.root)
     options = {"max_steps": max_steps, "device": device, "resume": resume}
-    if resume:
-        prev = find_resumable(registry, checked.name)
-        if prev is None:
-            return Outcome("refused", "", Path("."), EXIT_REFUSED, f"no interrupted run of {checked.name} to resume")
-        if prev["plan_hash"] != plan.hash:
-            old = Plan.from_dict(json.loads((Path(prev["record"]["run_dir"]) / "plan.json").read_text()))
-            return Outcome("refused", prev["id"], Path(prev["record"]["run_dir"]), EXIT_REFUSED,
-                           f"cannot resume {prev['id']}: {'; '.join(plan_mismatch(old, plan))} since it started")
-        run_id, run_dir = prev["id"], Path(prev["record"]["run_dir"])
-        record = {**lineage(plan, checked), "run_id": run_id, "run_dir": str(run_dir), "options": options,
-                  "pid": os.getpid(), "resumed": int(prev["record"].get("resumed", 0)) + 1}
-        registry.mark(run_id, "running")
-        registry.update_record(run_id, lambda _old: record)  # this process now owns the run (gc checks its pid)
-    else:
-        base_record = lineage(plan, checked)
-        with store.lock(exclusive=False):  # `ftc gc` never sees this folder without its record
-            run_id, run_dir = _new_run_dir(registry.root / "runs", checked.name)
-            record = {**base_record, "run_id": run_id, "run_dir": str(run_dir), "options": options,
-                      "pid": os.getpid()}
-            try:
-                (run_dir / "plan.json").write_text(plan.to_json(), encoding="utf-8")
-                registry.start(run_id, checked.name, plan.hash, record)
-            except BaseException:  # a locked or damaged registry: leave nothing behind
-                import shutil
+    opened = _resume_run(registry, prepared, options) if resume else _new_run(registry, store, prepared, options)
+    if opened is not None:
+        return opened
+    return _execute(prepared, registry, store, max_steps=max_steps, device=device, resume=resume, out=out)
 
-                shutil.rmtree(run_dir, ignore_errors=True)
-                raise
+
+def _prepare(target: str, mlflow: str | None, checked: Any, reviewed: Plan | None) -> _Run | Outcome:
+    """Phase 1, check and plan: the spec checks clean, and the plan it gives now is the reviewed one."""
+    from ftc.compiler.check import check_file
+    from ftc.compiler.checked import CheckOptions
+    from ftc.compiler.plan import build_plan
+    from ftc.runtime.tracking import TrackingError, settings_for_run
+
+    if target.endswith(".json") and reviewed is None:
+        from ftc.compiler.checked import display_path
+        from ftc.compiler.planfile import load_plan
+
+        reviewed, diags, _ = load_plan(Path(target), display_path(Path(target)))
+        if reviewed is None:
+            d = diags[0]
+            where = f"{d.span.path}:{d.span.line}:{d.span.column}: " if d.span else ""
+            return _refused(f"{where}{d.message} ({d.help})")
+    spec_path = str(reviewed.spec["path"]) if reviewed is not None else target
+    result = checked if checked is not None else check_file(Path(spec_path), CheckOptions())
+    if not result.ok or result.checked is None:
+        return _refused("the spec is refused by `ftc check`")
+    try:
+        tracking = settings_for_run(result.checked, mlflow)
+    except TrackingError as err:
+        return _refused(f"{err.message}; {err.hint}")
+    waivers = tuple({"code": w.code, "reason": w.reason} for w in result.waivers)
+    plan = build_plan(result.checked, waivers)
+    if reviewed is not None:
+        changed = plan_mismatch(reviewed, plan)
+        if changed:
+            return _refused(f"the reviewed plan no longer matches: {'; '.join(changed)}. Run `ftc plan` again")
+        plan = reviewed  # what runs is what was reviewed (node for node: its hash is the current plan's)
+    return _Run(spec_path, result.checked, plan, waivers, tracking)
+
+
+def _resume_run(registry: Any, r: _Run, options: dict[str, Any]) -> Outcome | None:
+    """Phase 2 (resume): take over the spec's last interrupted run, if its plan is this plan."""
+    prev = find_resumable(registry, r.checked.name)
+    if prev is None:
+        return _refused(f"no interrupted run of {r.checked.name} to resume")
+    if prev["plan_hash"] != r.plan.hash:
+        from ftc.compiler.planfile import load_plan
+
+        old, _, _ = load_plan(Path(prev["record"]["run_dir"]) / "plan.json", "plan.json")
+        why = "; ".join(plan_mismatch(old, r.plan)) if old is not None else "its plan was made by another ftc"
+        return _refused(f"cannot resume {prev['id']}: {why} since it started", prev["id"],
+                        Path(prev["record"]["run_dir"]))
+    r.run_id, r.run_dir = prev["id"], Path(prev["record"]["run_dir"])
+    r.record = {**lineage(r.plan, r.checked), "run_id": r.run_id, "run_dir": str(r.run_dir), "options": options,
+                "pid": os.getpid(), "resumed": int(prev["record"].get("resumed", 0)) + 1}
+    registry.mark(r.run_id, "running")
+    registry.update_record(r.run_id, lambda _old: r.record)  # this process now owns the run (gc checks its pid)
+    return None
+
+
+def _new_run(registry: Any, store: Any, r: _Run, options: dict[str, Any]) -> Outcome | None:
+    """Phase 2: a fresh run folder holding the plan, and a `running` record in the registry."""
+    base_record = lineage(r.plan, r.checked)
+    with store.lock(exclusive=False):  # `ftc gc` never sees this folder without its record
+        r.run_id, r.run_dir = _new_run_dir(registry.root / "runs", r.checked.name)
+        r.record = {**base_record, "run_id": r.run_id, "run_dir": str(r.run_dir), "options": options,
+                    "pid": os.getpid()}
+        try:
+            (r.run_dir / "plan.json").write_text(r.plan.to_json(), encoding="utf-8")
+            registry.start(r.run_id, r.checked.name, r.plan.hash, r.record)
+        except BaseException:  # a locked or damaged registry: leave nothing behind
+            import shutil
+
+            shutil.rmtree(r.run_dir, ignore_errors=True)
+            raise
+    return None
+
+
+def _execute(r: _Run, registry: Any, store: Any, *, max_steps: int | None, device: str, resume: bool,
+             out: Any) -> Outcome:
+    """Phase 3: execute the plan's nodes; a failure or an interruption is recorded, not lost."""
+    from ftc.runtime.executor import LocalExecutor, RunState, execute
+
     planned = {n.id: _planned_steps(int(n.estimate.get("steps") or 0), max_steps)
-               for n in plan.nodes if n.kind.startswith("train")}
-    progress = Progress(run_dir, max(planned.values(), default=0), planned=planned)
-    state = RunState(plan, checked, run_dir, progress, resume=resume, max_steps=max_steps, device=device)
-    executor = LocalExecutor()
-    print(f"run {run_id}: {checked.name}, plan {plan.hash[:12]}", file=out)
+               for n in r.plan.nodes if n.kind.startswith("train")}
+    progress = Progress(r.run_dir, max(planned.values(), default=0), planned=planned)
+    registrar = Registrar(registry, store, r, progress)
+    state = RunState(r.plan, r.checked, r.run_dir, progress, resume=resume, max_steps=max_steps, device=device,
+                     registrar=registrar)
+    print(f"run {r.run_id}: {r.checked.name}, plan {r.plan.hash[:12]}", file=out)
     try:
         with _sigterm_as_interrupt():
-            execute(plan, state, executor)
+            execute(r.plan, state, LocalExecutor())
     except KeyboardInterrupt as stop:
         how = str(stop) if str(stop) == "SIGTERM" else "SIGINT"
         with _sigterm_ignored():
-            _finish(registry, store, run_dir, run_id, "interrupted",
-                    {**record, "interrupted_by": how, "history": progress.history[-50:]})
-            _mirror(registry, run_id, tracking)
+            _finish(registry, store, r.run_dir, r.run_id, Status.INTERRUPTED,
+                    {**r.record, "interrupted_by": how, "history": progress.history[-50:]})
+            _mirror(registry, r.run_id, r.tracking)
         progress.close()
-        return Outcome("interrupted", run_id, run_dir, EXIT_FAILED,
-                       f"interrupted ({how}): continue with `ftc run {spec_path} --resume`")
+        return Outcome(Status.INTERRUPTED, r.run_id, r.run_dir, EXIT_FAILED,
+                       f"interrupted ({how}): continue with `ftc run {r.spec_path} --resume`")
     except Exception as err:  # noqa: BLE001 (a failed run is recorded, with its error, not lost)
         import traceback
 
-        (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-        _finish(registry, store, run_dir, run_id, "failed", {**record, "error": f"{type(err).__name__}: {err}"})
-        _mirror(registry, run_id, tracking)
+        (r.run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        _finish(registry, store, r.run_dir, r.run_id, Status.FAILED,
+                {**r.record, "error": f"{type(err).__name__}: {err}"})
+        _mirror(registry, r.run_id, r.tracking)
         progress.close()
-        return Outcome("failed", run_id, run_dir, EXIT_FAILED,
-                       f"the run failed: {type(err).__name__}: {err} (details in {run_dir / 'error.txt'})")
+        return Outcome(Status.FAILED, r.run_id, r.run_dir, EXIT_FAILED,
+                       f"the run failed: {type(err).__name__}: {err} (details in {r.run_dir / 'error.txt'})")
     progress.close()
-    passed = bool(state.gates) and all(g.passed for g in state.gates)
-    final = state.train.get("train.policy") or state.train.get("train")
-    status = "promoted" if passed else "rejected"
-    record.update({"status": status,
-                   "gates": [g.__dict__ for g in state.gates],
-                   "metrics": {k: getattr(v, "metrics", v) for k, v in state.results.items()},
-                   "slices": {k: v.slices for k, v in state.results.items() if hasattr(v, "slices")},
-                   "extra": {k: v.extra for k, v in state.results.items() if getattr(v, "extra", None)},
-                   "history": [e for e in progress.history if e.get("event") in ("step", "eval")]})
-    with _sigterm_ignored():  # storing and recording the outcome takes seconds: let it complete
-        artifact = _finish(registry, store, run_dir, run_id, status, record, final=final)
-    _mirror(registry, run_id, tracking)
+    if registrar.outcome is None:
+        raise RuntimeError("the plan has no register step")  # planfile refuses such a plan
     print(_verdict_table(state), file=out)
-    verdict = (f"gates passed: model promoted as the active `{checked.name}` ({artifact['path'] if artifact else ''})"
-               if passed else "gates failed: model NOT promoted")
-    return Outcome(status, run_id, run_dir, EXIT_PROMOTED if passed else EXIT_GATES, verdict)
+    return registrar.outcome
+
+
+class Registrar:
+    """The plan's register step: judge the gates, move the final model into the store, record the
+    run with its verdict, mirror it to MLflow. The executor calls it; run() reads `outcome`."""
+
+    def __init__(self, registry: Any, store: Any, r: _Run, progress: Progress) -> None:
+        self.registry, self.store, self.r, self.progress = registry, store, r, progress
+        self.outcome: Outcome | None = None
+
+    def __call__(self, state: Any) -> None:
+        r, record = self.r, self.r.record
+        passed = bool(state.gates) and all(g.passed for g in state.gates)
+        final = state.train.get("train.policy") or state.train.get("train")
+        status = Status.PROMOTED if passed else Status.REJECTED
+        record.update({"status": status.value,
+                       "gates": [g.__dict__ for g in state.gates],
+                       "metrics": {k: getattr(v, "metrics", v) for k, v in state.results.items()},
+                       "slices": {k: v.slices for k, v in state.results.items() if hasattr(v, "slices")},
+                       "extra": {k: v.extra for k, v in state.results.items() if getattr(v, "extra", None)},
+                       "history": [e for e in self.progress.history if e.get("event") in ("step", "eval")]})
+        with _sigterm_ignored():  # storing and recording the outcome takes seconds: let it complete
+            artifact = _finish(self.registry, self.store, r.run_dir, r.run_id, status, record, final=final)
+        _mirror(self.registry, r.run_id, r.tracking)
+        verdict = (f"gates passed: model promoted as the active `{r.checked.name}` "
+                   f"({artifact['path'] if artifact else ''})" if passed else "gates failed: model NOT promoted")
+        self.outcome = Outcome(status, r.run_id, r.run_dir, EXIT_PROMOTED if passed else EXIT_GATES, verdict)
 
 
 def _mirror(registry: Any, run_id: str, tracking: Any) -> None:
@@ -371,7 +464,7 @@ def _store_artifact(store: Any, final: Any) -> dict[str, Any]:
     return artifact
 
 
-def _finish(registry: Any, store: Any, run_dir: Path, run_id: str, status: str, record: dict[str, Any],
+def _finish(registry: Any, store: Any, run_dir: Path, run_id: str, status: Status, record: dict[str, Any],
             final: Any = None) -> dict[str, Any] | None:
     """Store the artifact and record the outcome under the store's shared lock (gc waits), and
     keep a copy of the record beside the run (record.json) in case the registry cannot take it."""
@@ -383,11 +476,11 @@ def _finish(registry: Any, store: Any, run_dir: Path, run_id: str, status: str, 
             if final is not None:
                 artifact = _store_artifact(store, final)
                 record["artifact"] = artifact
-            _write_record(run_dir, {**record, "status": status})
-            registry.finish(run_id, status, record)
+            _write_record(run_dir, {**record, "status": status.value})
+            registry.finish(run_id, status.value, record)
     except RegistryError as err:
-        _write_record(run_dir, {**record, "status": status})
-        raise RegistryError(f"{err.message} (the outcome of run {run_id}, {status}, is kept in "
+        _write_record(run_dir, {**record, "status": status.value})
+        raise RegistryError(f"{err.message} (the outcome of run {run_id}, {status.value}, is kept in "
                             f"{run_dir / 'record.json'})", err.hint) from err
     return artifact
 
@@ -452,5 +545,5 @@ def _dry_run(plan: Plan, checked: Any, out: Any) -> Outcome:
         execute(plan, RunState(plan, checked, Path(tmp), progress), DryRunExecutor())
         progress.close()
     steps = sum(int(n.estimate.get("steps") or 0) for n in plan.nodes if n.kind.startswith("train"))
-    return Outcome("dry-run", "", Path("."), EXIT_PROMOTED,
+    return Outcome(Status.DRY_RUN, "", Path("."), EXIT_PROMOTED,
                    f"dry run of plan {plan.hash[:12]}: {len(plan.nodes)} steps, ~{steps} training steps; nothing ran")

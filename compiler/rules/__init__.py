@@ -35,6 +35,7 @@ RULES: tuple[Rule, ...] = (
     frontend.UNEXPECTED_CHARACTER,
     frontend.UNEXPECTED_EOF,
     frontend.UNREADABLE_FILE,
+    frontend.INVALID_PLAN,
     frontend.UNKNOWN_BLOCK,
     frontend.UNKNOWN_KEY,
     frontend.DUPLICATE_KEY,
@@ -70,6 +71,7 @@ RULES: tuple[Rule, ...] = (
     compat.signal_fields,
     compat.extraction_needs_schema,
     compat.metric_task_mismatch,
+    compat.distribution_not_run,
     # contradictions and training practice
     training.qlora_needs_4bit,
     training.merge_quantized,

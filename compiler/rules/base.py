@@ -84,7 +84,7 @@ def cleandoc(doc: str) -> str:
     return (lines[0].strip() + "\n" + rest).strip("\n")
 
 
-_SECTION = re.compile(r"^(Why|Example|Use instead):\s*$", re.MULTILINE)
+_SECTION = re.compile(r"^(Why|Example|Use instead|Fires with):\s*$", re.MULTILINE)
 
 
 def doc_sections(doc: str) -> dict[str, str]:
@@ -95,6 +95,13 @@ def doc_sections(doc: str) -> dict[str, str]:
         lines = body.strip("\n").splitlines()
         out[title] = cleandoc("\n".join(lines)) if lines else ""
     return out
+
+
+def fires_with(doc: str) -> frozenset[str]:
+    """Codes that the Example and Use instead sections also fire, by design (a docstring's
+    `Fires with:` section: FT134's conflicting strategies are also refused by FT127 while ftc
+    runs one process)."""
+    return frozenset(re.findall(r"FT\d{3}", doc_sections(doc).get("Fires with", "")))
 
 
 def rule(code: str, name: str, severity: Severity, *, guard: bool = False,

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ftc.compiler import capabilities as cap
 from ftc.compiler import schema as s
 from ftc.compiler.checked import CheckedSpec
 from ftc.compiler.rules.base import ERROR, Hit, rule
 
-TASKS_BY_MODALITY = {
-    "text": ("generation", "classification", "extraction", "preference", "embedding"),
-    "vision": ("image_classification", "embedding"),
-    "multimodal": ("image_text_contrastive", "embedding"),
-}
-METHODS_BY_MODALITY = {
-    "text": ("full", "lora", "qlora", "adapters", "prompt_tuning", "prefix_tuning"),
-    "vision": ("full", "lora"),
-    "multimodal": ("full", "lora"),
-}
-TASKS_BY_SIGNAL = {
-    "sft": ("generation", "classification", "extraction", "image_classification"),
-    "dpo": ("generation", "preference"),
-    "rlhf": ("generation", "preference"),
-    "contrastive": ("embedding", "image_text_contrastive"),
-}
+# Derived from the backend table (compiler/capabilities.py): what a runtime backend runs.
+TASKS_BY_MODALITY = {m: cap.tasks_for_modality(m) for m in s.MODALITIES}
+METHODS_BY_MODALITY = {m: cap.methods_for_modality(m) for m in s.MODALITIES}
+TASKS_BY_SIGNAL = {sig: cap.tasks_for_signal(sig) for sig in s.SIGNALS}
 METRICS_BY_TASK = {
     "classification": ("accuracy", "precision", "recall", "f1", "auc", "loss"),
     "image_classification": ("accuracy", "precision", "recall", "f1", "auc", "loss"),
@@ -150,6 +139,12 @@ def signal_task_mismatch(c: CheckedSpec) -> Iterator[Hit]:
         yield Hit(f"`signal {sig.kind}` does not fit task `{m.task}`: {why}", sig.kind_span,
                   help=f"`signal {sig.kind}` fits tasks {_names(allowed)}",
                   related=())
+        return
+    backend = cap.backend_for(m.modality, sig.kind)
+    if m.task in TASKS_BY_MODALITY[m.modality] and (backend is None or m.task not in backend.tasks):
+        runs = cap.signals_for_modality(m.modality)
+        yield Hit(f"ftc has no runtime that trains a {m.modality} `{m.task}` model with `signal {sig.kind}`",
+                  sig.kind_span, help=f"{m.modality} models train with {_names(runs)}")
 
 
 @rule("FT124", "signal-fields", ERROR)
@@ -194,6 +189,9 @@ def signal_fields(c: CheckedSpec) -> Iterator[Hit]:
         elif image and m is not None and m.modality != "multimodal":
             yield Hit("image/caption pairs need a multimodal model", sig.at("image"),
                       help="set `modality multimodal` with an open_clip base")
+        elif not image and m is not None and m.modality == "multimodal":
+            yield Hit("a multimodal (image-text) model trains on image/caption pairs, not text pairs",
+                      sig.at("anchor"), help='name the fields `image "image"; caption "caption"`')
 
 
 @rule("FT125", "extraction-needs-schema", ERROR)
@@ -248,3 +246,43 @@ def metric_task_mismatch(c: CheckedSpec) -> Iterator[Hit]:
         elif metric.name not in allowed and sig is not None:  # a reward metric without a reward model
             yield Hit(f"metric `{metric.name}` needs a reward model, and `signal {sig.kind}` trains none",
                       metric.span, help="gate on `accuracy` or `loss`, or train a reward model with `signal rlhf`")
+
+
+@rule("FT127", "distribution-not-run", ERROR)
+def distribution_not_run(c: CheckedSpec) -> Iterator[Hit]:
+    """Distribution settings (`gpus`, `nodes`, `strategy`) that ftc's runtime does not launch.
+
+    Why:
+    `ftc run` trains in one process on one device today: a spec that asks for four GPUs under
+    FSDP would train on one, silently, and a memory estimate that shards over four GPUs would pass
+    a model that cannot fit one. A setting the runtime cannot honour is refused here, before any GPU
+    is paid for (a launcher through torchrun is planned). The backend table
+    (compiler/capabilities.py) says which strategies and how many processes each backend runs.
+
+    Example:
+        budget { gpu_memory 80GB; gpus 4; strategy fsdp }
+
+    Use instead:
+        budget { gpu_memory 80GB }
+    """
+    m, sig, b = c.spec.model, c.spec.signal, c.spec.budget
+    if m is None or sig is None or b is None:
+        return
+    backend = cap.backend_for(m.modality, sig.kind)
+    if backend is None:
+        return  # FT123 says why
+    processes = b.gpus * b.nodes
+    if processes > backend.max_processes:
+        asked = " × ".join(f"`{k} {getattr(b, k)}`" for k in ("gpus", "nodes") if getattr(b, k) > 1)
+        yield Hit(f"{asked} asks for {processes} processes, but ftc's `{backend.name}` runtime runs "
+                  f"{backend.max_processes}: the run would train on one device", b.at("gpus" if b.gpus > 1 else "nodes"),
+                  help="remove `gpus`/`nodes` (the estimate then counts one device); multi-process launch "
+                       "(torchrun) is not built yet")
+    if b.strategy not in backend.strategies:
+        yield Hit(f"`strategy {b.strategy}` is not run by ftc's `{backend.name}` runtime (it runs "
+                  f"{_names(backend.strategies)})", b.at("strategy"),
+                  help="remove `strategy` (and `deepspeed_stage`/`fsdp_sharding`): ftc trains one process")
+    for key in ("deepspeed_stage", "fsdp_sharding"):
+        if b.given(key) and b.strategy == "none":
+            yield Hit(f"`{key}` has no effect without a distribution strategy, and ftc runs one process",
+                      b.at(key), help=f"remove `{key}`")

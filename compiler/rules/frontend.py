@@ -83,6 +83,16 @@ UNREADABLE_FILE = frontend("FT006", "unreadable-file", ERROR, """
     ftc reports every input problem as a located diagnostic rather than a traceback.
     """)
 
+INVALID_PLAN = frontend("FT007", "invalid-plan", ERROR, """
+    A reviewed plan file (`ftc run plan.json`) that ftc cannot run as written: not JSON, another
+    format version, a missing field, a node kind with no executor step, an input naming no node,
+    or a node edited after `ftc plan` (its hash no longer matches its content).
+
+    Why:
+    `ftc run plan.json` runs exactly the plan that was reviewed. A damaged or hand-edited plan is
+    refused where it is wrong, so that what runs is never something nobody reviewed.
+    """)
+
 UNKNOWN_BLOCK = frontend("FT010", "unknown-block", ERROR, """
     A block whose name the language does not know.
 

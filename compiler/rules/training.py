@@ -127,6 +127,9 @@ def deepspeed_and_fsdp(c: CheckedSpec) -> Iterator[Hit]:
 
     Use instead:
         budget { gpu_memory 24GB; gpus 2; strategy fsdp; fsdp_sharding full }
+
+    Fires with:
+        FT127: ftc's runtime runs one process today, so any distribution strategy is refused too.
     """
     b = c.spec.budget
     if b is None:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from ftc.compiler.check import CheckOptions, check_file
 from ftc.compiler.cli import cli
-from ftc.compiler.plan import FORMAT_VERSION, Plan, build_plan
+from ftc.compiler.plan import FORMAT_VERSION, NODE_KINDS, Plan, build_plan
 from tests.conftest import ROOT
 
 EXAMPLES = sorted((ROOT / "specs").glob("*/*.ftspec"))
@@ -52,8 +52,9 @@ def test_text_plan_steps_and_estimates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     plan = _plan(Path("specs/ticket-triage/ticket-triage.ftspec"))
     kinds = {n.kind for n in plan.nodes}
-    assert {"read_data", "validate", "split", "tokenize", "load_base", "attach_method", "train", "evaluate",
-            "gates", "register"} <= kinds
+    assert {"read_data", "validate", "split", "dedup", "load_base", "train", "evaluate", "gates", "register"} <= kinds
+    assert kinds <= set(NODE_KINDS)  # every kind the plan holds is an executor step
+    assert plan.node("train").params["method"]["kind"] == "lora"  # the method is the training node's parameter
     train = plan.node("train")
     assert train.estimate["examples"] == plan.data["sizes"]["train"]
     assert train.estimate["steps"] > 0 and train.estimate["memory_bytes"] > 0
@@ -224,7 +225,7 @@ def test_a_regression_sets_bytes_change_its_nodes_hashes_and_its_path_their_ids(
 def test_the_latency_node_reads_the_base_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     plan = _plan(Path("specs/ticket-triage/ticket-triage.ftspec"))
-    assert set(plan.node("eval.latency").inputs) == {"data.tokenize", "model.load_base", "train"}
+    assert set(plan.node("eval.latency").inputs) == {"data.dedup", "model.load_base", "train"}
     assert ("model.load_base", "eval.latency") in plan.edges
 
 
