@@ -151,10 +151,10 @@ def _with_data(checked: CheckedSpec) -> tuple[CheckedSpec, list[Diagnostic] | No
     """Read the data unless a file is missing (FT180 says which). On a cache hit for unchanged
     spec and data, return the recorded sizes, hashes and data diagnostics instead of reading.
     The cache key is computed once, before reading, so a result is stored under what was read."""
+    from ftc.compiler.checked import named_files
     from ftc.compiler.data import cache
     from ftc.compiler.data.analyze import DataReport, analyze
     from ftc.compiler.diagnostics import from_dict
-    from ftc.compiler.rules.files import named_files
 
     if checked.spec.data is None:
         return checked, None, None

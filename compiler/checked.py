@@ -7,12 +7,13 @@ driver (`check.py`), so that no rule module depends on the module that runs the 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ftc.compiler import schema
+from ftc.compiler.estimate import _is_local
 from ftc.compiler.source import Source, Span
 
 if TYPE_CHECKING:
@@ -62,3 +63,33 @@ def display_path(path: Path) -> str:
     except ValueError:
         return path.as_posix()
     return Path(rel).as_posix() if not rel.startswith("..") else path.as_posix()
+
+
+def named_files(c: CheckedSpec) -> Iterator[tuple[str, str, Span | None]]:
+    """(what, path, span) for every file or folder the spec names."""
+    spec = c.spec
+
+    def data_files(data: schema.Data | None, where: str) -> Iterator[tuple[str, str, Span | None]]:
+        if data is None:
+            return
+        for name in ("train", "val", "test", "source"):
+            f = getattr(data, name)
+            if f is not None:
+                yield f"{where}{name} data", f.path, f.span
+        if data.image_root is not None:
+            yield f"{where}image folder", data.image_root, data.at("image_root")
+
+    yield from data_files(spec.data, "")
+    sig = spec.signal
+    if sig is not None and sig.kind == "rlhf" and sig.reward is not None:
+        yield from data_files(sig.reward.data, "reward stage ")
+    m = spec.model
+    if m is not None:
+        if m.output_schema is not None:
+            yield "output schema", m.output_schema, m.at("output_schema")
+        if _is_local(m.base):
+            yield "base model folder", m.base, m.at("base")
+    if spec.eval is not None:
+        for g in spec.eval.gates:
+            if g.dataset is not None:
+                yield "regression set", g.dataset, g.span

@@ -62,6 +62,32 @@ def has_errors(diags: list[Diagnostic] | tuple[Diagnostic, ...]) -> bool:
     return any(d.severity is Severity.ERROR for d in diags)
 
 
+# The codes of the language itself, with their names and severities: the front end emits them
+# with `make`, and compiler/rules/frontend.py documents each one (its entries in the rule table).
+FRONTEND_CODES: dict[str, tuple[str, Severity]] = {
+    "FT001": ("syntax-error", Severity.ERROR),
+    "FT002": ("unterminated-string", Severity.ERROR),
+    "FT003": ("malformed-number", Severity.ERROR),
+    "FT004": ("unexpected-character", Severity.ERROR),
+    "FT005": ("unexpected-end-of-file", Severity.ERROR),
+    "FT006": ("unreadable-file", Severity.ERROR),
+    "FT007": ("invalid-plan", Severity.ERROR),
+    "FT010": ("unknown-block", Severity.ERROR),
+    "FT011": ("unknown-key", Severity.ERROR),
+    "FT012": ("duplicate-key", Severity.ERROR),
+    "FT013": ("invalid-value", Severity.ERROR),
+    "FT014": ("unknown-choice", Severity.ERROR),
+    "FT015": ("wrong-unit", Severity.ERROR),
+    "FT016": ("unexpected-argument", Severity.ERROR),
+    "FT017": ("extends-error", Severity.ERROR),
+    "FT018": ("implicit-override", Severity.ERROR),
+    "FT019": ("override-nothing", Severity.ERROR),
+    "FT020": ("missing-setting", Severity.ERROR),
+    "FT021": ("unused-suppression", Severity.WARNING),
+    "FT022": ("invalid-suppression", Severity.ERROR),
+}
+
+
 def make(
     code: str,
     message: str,
@@ -71,11 +97,10 @@ def make(
     detail: str = "",
     related: tuple[Related, ...] = (),
 ) -> Diagnostic:
-    """A diagnostic whose name and severity come from the one rule table."""
-    from ftc.compiler.rules import rule_for  # the table imports the schema; import lazily
-
-    rule = rule_for(code)
-    return Diagnostic(code, rule.name, rule.severity, message, span, help, detail, related)
+    """A diagnostic of the language (FT0xx: the parser, the resolver, suppressions, plan files),
+    named as FRONTEND_CODES names it. Rules' diagnostics are made by the rule table (rules/base.py)."""
+    name, severity = FRONTEND_CODES[code]
+    return Diagnostic(code, name, severity, message, span, help, detail, related)
 
 
 def to_dict(d: Diagnostic) -> dict[str, Any]:

@@ -184,7 +184,7 @@ def _evalsets(c: CheckedSpec, report: DataReport) -> None:
 
 def data_paths(c: CheckedSpec) -> list[Path]:
     """Every data file or folder the analysis reads (for cache keys)."""
-    from ftc.compiler.rules.files import named_files
+    from ftc.compiler.checked import named_files
 
     return [c.resolve_path(p, at) for what, p, at in named_files(c) if what != "base model folder"]
 

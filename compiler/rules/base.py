@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ftc.compiler.diagnostics import Diagnostic, Related, Severity
+from ftc.compiler.diagnostics import FRONTEND_CODES, Diagnostic, Related, Severity
 from ftc.compiler.source import Span
 
 if TYPE_CHECKING:
@@ -111,5 +111,7 @@ def rule(code: str, name: str, severity: Severity, *, guard: bool = False,
     return wrap
 
 
-def frontend(code: str, name: str, severity: Severity, doc: str) -> Rule:
+def frontend(code: str, doc: str) -> Rule:
+    """A code of the language, named in diagnostics.FRONTEND_CODES (where `make` reads it)."""
+    name, severity = FRONTEND_CODES[code]
     return Rule(code, name, severity, cleandoc(doc), None, "frontend", False)

@@ -4,41 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ftc.compiler import schema as s
-from ftc.compiler.checked import CheckedSpec
-from ftc.compiler.estimate import _is_local
+from ftc.compiler.checked import CheckedSpec, named_files
 from ftc.compiler.rules.base import ERROR, Hit, rule
-from ftc.compiler.source import Span
-
-
-def named_files(c: CheckedSpec) -> Iterator[tuple[str, str, Span | None]]:
-    """(what, path, span) for every file or folder the spec names."""
-    spec = c.spec
-
-    def data_files(data: s.Data | None, where: str) -> Iterator[tuple[str, str, Span | None]]:
-        if data is None:
-            return
-        for name in ("train", "val", "test", "source"):
-            f = getattr(data, name)
-            if f is not None:
-                yield f"{where}{name} data", f.path, f.span
-        if data.image_root is not None:
-            yield f"{where}image folder", data.image_root, data.at("image_root")
-
-    yield from data_files(spec.data, "")
-    sig = spec.signal
-    if sig is not None and sig.kind == "rlhf" and sig.reward is not None:
-        yield from data_files(sig.reward.data, "reward stage ")
-    m = spec.model
-    if m is not None:
-        if m.output_schema is not None:
-            yield "output schema", m.output_schema, m.at("output_schema")
-        if _is_local(m.base):
-            yield "base model folder", m.base, m.at("base")
-    if spec.eval is not None:
-        for g in spec.eval.gates:
-            if g.dataset is not None:
-                yield "regression set", g.dataset, g.span
 
 
 @rule("FT180", "file-not-found", ERROR, stage="files")

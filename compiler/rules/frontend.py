@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ftc.compiler.rules.base import ERROR, WARNING, frontend
+from ftc.compiler.rules.base import frontend
 
-SYNTAX_ERROR = frontend("FT001", "syntax-error", ERROR, """
+SYNTAX_ERROR = frontend("FT001", """
     The file does not follow the .ftspec grammar.
 
     Why:
@@ -20,7 +20,7 @@ SYNTAX_ERROR = frontend("FT001", "syntax-error", ERROR, """
         eval { metric f1 macro; gate f1 >= 0.85 on test }
     """)
 
-UNTERMINATED_STRING = frontend("FT002", "unterminated-string", ERROR, """
+UNTERMINATED_STRING = frontend("FT002", """
     A string is not closed on the line where it starts.
 
     Why:
@@ -35,7 +35,7 @@ UNTERMINATED_STRING = frontend("FT002", "unterminated-string", ERROR, """
         intent { goal behavior; owner "support-ml" }
     """)
 
-MALFORMED_NUMBER = frontend("FT003", "malformed-number", ERROR, """
+MALFORMED_NUMBER = frontend("FT003", """
     A numeric literal mixes forms, such as a unit inside a ratio.
 
     Why:
@@ -48,7 +48,7 @@ MALFORMED_NUMBER = frontend("FT003", "malformed-number", ERROR, """
         data { source "data/all.jsonl" split 80/10/10 }
     """)
 
-UNEXPECTED_CHARACTER = frontend("FT004", "unexpected-character", ERROR, """
+UNEXPECTED_CHARACTER = frontend("FT004", """
     A character that the language does not use, such as `=` or `:` between a key and its value.
 
     Why:
@@ -61,7 +61,7 @@ UNEXPECTED_CHARACTER = frontend("FT004", "unexpected-character", ERROR, """
         method lora { rank 8 }
     """)
 
-UNEXPECTED_EOF = frontend("FT005", "unexpected-end-of-file", ERROR, """
+UNEXPECTED_EOF = frontend("FT005", """
     The file ends inside a block or list, or is empty.
 
     Why:
@@ -76,14 +76,14 @@ UNEXPECTED_EOF = frontend("FT005", "unexpected-end-of-file", ERROR, """
         method lora { rank 8 }
     """)
 
-UNREADABLE_FILE = frontend("FT006", "unreadable-file", ERROR, """
+UNREADABLE_FILE = frontend("FT006", """
     The spec file cannot be read as UTF-8 text (missing, a folder, binary, or another encoding).
 
     Why:
     ftc reports every input problem as a located diagnostic rather than a traceback.
     """)
 
-INVALID_PLAN = frontend("FT007", "invalid-plan", ERROR, """
+INVALID_PLAN = frontend("FT007", """
     A reviewed plan file (`ftc run plan.json`) that ftc cannot run as written: not JSON, another
     format version, a missing field, a node kind with no executor step, an input naming no node,
     or a node edited after `ftc plan` (its hash no longer matches its content).
@@ -93,7 +93,7 @@ INVALID_PLAN = frontend("FT007", "invalid-plan", ERROR, """
     refused where it is wrong, so that what runs is never something nobody reviewed.
     """)
 
-UNKNOWN_BLOCK = frontend("FT010", "unknown-block", ERROR, """
+UNKNOWN_BLOCK = frontend("FT010", """
     A block whose name the language does not know.
 
     Why:
@@ -107,7 +107,7 @@ UNKNOWN_BLOCK = frontend("FT010", "unknown-block", ERROR, """
         eval { metric f1 macro; gate f1 >= 0.85 on test }
     """)
 
-UNKNOWN_KEY = frontend("FT011", "unknown-key", ERROR, """
+UNKNOWN_KEY = frontend("FT011", """
     A key that the block does not have.
 
     Why:
@@ -121,7 +121,7 @@ UNKNOWN_KEY = frontend("FT011", "unknown-key", ERROR, """
         method lora { rank 8 }
     """)
 
-DUPLICATE_KEY = frontend("FT012", "duplicate-key", ERROR, """
+DUPLICATE_KEY = frontend("FT012", """
     The same setting is written twice in one block.
 
     Why:
@@ -134,7 +134,7 @@ DUPLICATE_KEY = frontend("FT012", "duplicate-key", ERROR, """
         method lora { rank 16 }
     """)
 
-INVALID_VALUE = frontend("FT013", "invalid-value", ERROR, """
+INVALID_VALUE = frontend("FT013", """
     A value of the wrong type or out of range for its key.
 
     Why:
@@ -148,7 +148,7 @@ INVALID_VALUE = frontend("FT013", "invalid-value", ERROR, """
         method lora { rank 8 }
     """)
 
-UNKNOWN_CHOICE = frontend("FT014", "unknown-choice", ERROR, """
+UNKNOWN_CHOICE = frontend("FT014", """
     A name that is not one of the key's choices (a method, a task, a metric, ...).
 
     Why:
@@ -161,7 +161,7 @@ UNKNOWN_CHOICE = frontend("FT014", "unknown-choice", ERROR, """
         method lora { bias none }
     """)
 
-WRONG_UNIT = frontend("FT015", "wrong-unit", ERROR, """
+WRONG_UNIT = frontend("FT015", """
     A quantity with an unknown unit, or a unit of the wrong dimension (a time where memory is due).
 
     Why:
@@ -174,7 +174,7 @@ WRONG_UNIT = frontend("FT015", "wrong-unit", ERROR, """
         budget { gpu_memory 24GB }
     """)
 
-UNEXPECTED_ARGUMENT = frontend("FT016", "unexpected-argument", ERROR, """
+UNEXPECTED_ARGUMENT = frontend("FT016", """
     A statement has more arguments than its key takes, and what follows is not another key.
 
     Why:
@@ -187,14 +187,14 @@ UNEXPECTED_ARGUMENT = frontend("FT016", "unexpected-argument", ERROR, """
         method lora { rank 8; alpha 16 }
     """)
 
-EXTENDS_ERROR = frontend("FT017", "extends-error", ERROR, """
+EXTENDS_ERROR = frontend("FT017", """
     A file named by `extends` is missing, unreadable, or extends itself through a cycle.
 
     Why:
     Shared team defaults must be found, or the spec is not what its author believes.
     """)
 
-IMPLICIT_OVERRIDE = frontend("FT018", "implicit-override", ERROR, """
+IMPLICIT_OVERRIDE = frontend("FT018", """
     A setting replaces one inherited through `extends` without saying `override`.
 
     Why:
@@ -202,7 +202,7 @@ IMPLICIT_OVERRIDE = frontend("FT018", "implicit-override", ERROR, """
     inherited value too.
     """)
 
-OVERRIDE_NOTHING = frontend("FT019", "override-nothing", ERROR, """
+OVERRIDE_NOTHING = frontend("FT019", """
     `override` on a setting that no file named by `extends` sets.
 
     Why:
@@ -216,7 +216,7 @@ OVERRIDE_NOTHING = frontend("FT019", "override-nothing", ERROR, """
         method lora { rank 8 }
     """)
 
-MISSING_SETTING = frontend("FT020", "missing-setting", ERROR, """
+MISSING_SETTING = frontend("FT020", """
     A required block or key is absent.
 
     Why:
@@ -230,14 +230,14 @@ MISSING_SETTING = frontend("FT020", "missing-setting", ERROR, """
         model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task classification; labels ["a", "b"]; params 110M }
     """)
 
-UNUSED_SUPPRESSION = frontend("FT021", "unused-suppression", WARNING, """
+UNUSED_SUPPRESSION = frontend("FT021", """
     An `# ftc: ignore[CODE]` comment that suppresses nothing.
 
     Why:
     Stale suppressions hide the next real problem on that line; remove them.
     """)
 
-INVALID_SUPPRESSION = frontend("FT022", "invalid-suppression", ERROR, """
+INVALID_SUPPRESSION = frontend("FT022", """
     A suppression without a reason, for an unknown code, or for an error that cannot be waived.
 
     Why:
