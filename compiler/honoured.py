@@ -50,6 +50,7 @@ PIPELINE = frozenset({
     "model.modality", "model.task",
     *_keys("data", ("format", "train", "val", "test", "source", "split", "seed", "stratify", "fields")),
     "eval.gates", "train.artifacts",
+    "budget.max_time",  # runtime/api.py TimeLimit: the Trainer's callback, ftc's own loop
     *_keys("tracking", ("mlflow", "experiment", "register", "alias", "artifacts")),
 })
 
@@ -76,7 +77,8 @@ PEFT_TEXT = frozenset({
 })
 TEXT_MODEL = _keys("model", ("trust_remote_code", "quantize"))
 
-_REWARD_DATA = ("format", "train", "val", "test", "source", "split", "seed", "stratify", "fields", "max_length")
+_REWARD_DATA = ("format", "train", "val", "test", "source", "split", "seed", "stratify", "fields", "max_length",
+                "dedup")  # dedup: the plan's dedup node (runtime/executor.py) deduplicates the stage's train split
 
 HONOURED: dict[str, frozenset[str]] = {
     "text.sft": PIPELINE | EVALUATED | TRAIN | PEFT_TEXT | TEXT_MODEL | frozenset({
@@ -128,8 +130,6 @@ UNHONOURED: dict[str, str] = {
     "model.revision": "bases are local folders at run time (hub ids are refused), identified by their sha256",
     "model.pretrained": "open_clip hub ids are refused at run time; a local open_clip folder holds its weights",
     "method.qlora.merge": "an update merged into a 4-bit base is rounded away: the run skips it (FT131)",
-    "budget.max_time": "no backend stops training at a wall-clock limit",
-    "signal.rlhf.reward.data.dedup": "the executor deduplicates the spec's train split, not the reward stage's",
     "signal.rlhf.reward.data.slices": "the reward model's accuracy is not reported per slice",
     "signal.rlhf.reward.data.image_root": "the reward stage reads text pairs",
     "signal.rlhf.reward.train.augment": "image augmentation applies to vision models only",

@@ -6,6 +6,7 @@ return plain results. Nothing here imports torch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,36 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ftc.compiler.checked import CheckedSpec
     from ftc.compiler.data.splits import Part
+
+
+def now() -> float:
+    """The clock `budget { max_time }` is measured on (monotonic; tests replace it)."""
+    return time.monotonic()
+
+
+@dataclass(frozen=True)
+class TimeLimit:
+    """`budget { max_time 2h }`: training stops at the first optimizer step taken after `seconds`
+    have passed since the run began (every training node of the run counts against the one
+    budget; a resumed run starts a new one). The model trained so far is then evaluated and gated
+    as usual, and the stop is an event in the run's history."""
+
+    seconds: float
+    started: float
+
+    @classmethod
+    def of(cls, spec: Any) -> TimeLimit | None:
+        budget = getattr(spec, "budget", None)
+        seconds = getattr(budget, "max_time", None)
+        return cls(float(seconds), now()) if seconds else None
+
+    def spent(self) -> bool:
+        return now() - self.started >= self.seconds
+
+    def note(self, step: int) -> dict[str, Any]:
+        return {"event": "note", "kind": "max_time", "step": step,
+                "message": f"max_time ({self.seconds:g} s) reached at step {step}: training stops, and the model "
+                           "trained so far is evaluated"}
 
 
 @dataclass
@@ -38,6 +69,7 @@ class TrainContext:
     stage_parts: dict[str, Part] = field(default_factory=dict)
     max_steps: int | None = None  # a cap for tests and dry walks; None = what the spec says
     base_dir: Path | None = None  # the base's folder as the plan's load_base step located it
+    time_limit: TimeLimit | None = None  # `budget { max_time }`, shared by the run's training nodes
 
     @property
     def spec(self) -> Any:

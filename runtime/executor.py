@@ -22,7 +22,7 @@ from ftc import __version__
 from ftc.compiler import capabilities as cap
 from ftc.compiler.plan import NODE_KINDS, Plan, PlanNode
 from ftc.runtime import gates as gate_eval
-from ftc.runtime.api import EvalResult, TrainContext, TrainResult
+from ftc.runtime.api import EvalResult, TimeLimit, TrainContext, TrainResult
 
 Log = Callable[[dict[str, Any]], None]
 
@@ -57,11 +57,12 @@ class RunState:
     base_dir: Path | None = None  # the base model's folder, located and verified by load_base
     # the register step's work (runtime/run.py: store the artifact, write the registry record)
     registrar: Callable[[RunState], None] | None = None
+    time_limit: TimeLimit | None = None  # `budget { max_time }`, counted from the run's start
 
     def context(self, stage_parts: dict[str, Any] | None = None) -> TrainContext:
         return TrainContext(self.checked, self.parts, self.run_dir, self.log, resume=self.resume,
                             device=self.device, stage_parts=stage_parts or {}, max_steps=self.max_steps,
-                            base_dir=self.base_dir)
+                            base_dir=self.base_dir, time_limit=self.time_limit)
 
 
 class Executor(Protocol):

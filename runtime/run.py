@@ -367,8 +367,10 @@ def _execute(r: _Run, registry: Any, store: Any, *, max_steps: int | None, devic
                for n in r.plan.nodes if n.kind.startswith("train")}
     progress = Progress(r.run_dir, max(planned.values(), default=0), planned=planned)
     registrar = Registrar(registry, store, r, progress)
+    from ftc.runtime.api import TimeLimit
+
     state = RunState(r.plan, r.checked, r.run_dir, progress, resume=resume, max_steps=max_steps, device=device,
-                     registrar=registrar)
+                     registrar=registrar, time_limit=TimeLimit.of(r.checked.spec))
     print(f"run {r.run_id}: {r.checked.name}, plan {r.plan.hash[:12]}", file=out)
     try:
         with _sigterm_as_interrupt():

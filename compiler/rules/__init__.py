@@ -72,6 +72,7 @@ RULES: tuple[Rule, ...] = (
     compat.extraction_needs_schema,
     compat.metric_task_mismatch,
     compat.distribution_not_run,
+    compat.setting_not_applied,
     # contradictions and training practice
     training.qlora_needs_4bit,
     training.merge_quantized,

@@ -286,3 +286,55 @@ def distribution_not_run(c: CheckedSpec) -> Iterator[Hit]:
         if b.given(key) and b.strategy == "none":
             yield Hit(f"`{key}` has no effect without a distribution strategy, and ftc runs one process",
                       b.at(key), help=f"remove `{key}`")
+
+
+# Keys whose refusal on some backends a rule of its own words better: FT128 leaves them to it.
+REFUSED_ELSEWHERE = {
+    "train.augment": "FT145", "method.full.progressive": "FT145", "method.full.unfreeze_every": "FT145",
+    "method.qlora.merge": "FT131", "train.packing": "FT133",
+    "signal.rlhf.reward.train.packing": "FT133", "signal.rlhf.policy.train.packing": "FT133",
+    "signal.rlhf.reward.train.artifacts": "FT146", "signal.rlhf.policy.train.artifacts": "FT146",
+    "budget.gpus": "FT127", "budget.nodes": "FT127", "budget.strategy": "FT127",
+    "budget.deepspeed_stage": "FT127", "budget.fsdp_sharding": "FT127",
+}
+
+
+@rule("FT128", "setting-not-applied", ERROR)
+def setting_not_applied(c: CheckedSpec) -> Iterator[Hit]:
+    """A setting that the runtime training this spec does not apply.
+
+    Why:
+    What a spec declares is what happens: a setting written but silently ignored makes a reviewed
+    spec lie about the run (the most common complaint against YAML fine-tuning configs is a key
+    dropped without a word). Each runtime backend lists the keys it applies (compiler/honoured.py,
+    proven by tests that run tiny specs and observe each key); a key the spec's backend does not
+    apply is refused here, with why, before any GPU is paid for. Keys that only `ftc check`, the
+    estimate or the record read are never refused (`ftc explain` and the key reference say who
+    reads them).
+
+    Example:
+        train { epochs 3; learning_rate 2e-4; batch_size 16; early_stopping patience 2 on val.loss; checkpoints keep 2 }
+        budget { gpu_memory 24GB; max_time 2h }
+
+    Use instead:
+        train { epochs 3; learning_rate 2e-4; batch_size 16; early_stopping patience 2 on val.loss; checkpoints keep 2 }
+        budget { gpu_memory 24GB }
+    """
+    from ftc.compiler import honoured as h
+
+    m, sig = c.spec.model, c.spec.signal
+    if m is None or sig is None:
+        return
+    backend = cap.backend_for(m.modality, sig.kind)
+    if backend is None or m.task not in backend.tasks:
+        return  # FT121/FT123 say why
+    applied, run_keys = h.honoured(backend.name, m.task), h.run_keys()
+    for path, span in h.written_keys(c.spec):
+        if path not in run_keys or path in applied or path in REFUSED_ELSEWHERE:
+            continue
+        why = h.UNHONOURED.get(path)
+        where = [b for b in h.BACKENDS if path in h.honoured(b)]
+        detail = f"{why}" if why else (f"it is applied by {_names(tuple(where))}" if where else "")
+        yield Hit(f"`{path}` is not applied by ftc's `{backend.name}` runtime ({m.modality} `{m.task}`): "
+                  "the run would ignore it", span, detail=detail,
+                  help=f"remove `{path.rsplit('.', 1)[-1]}`")

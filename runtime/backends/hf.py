@@ -173,10 +173,10 @@ def training_arguments(ctx: TrainContext, n_train: int, *, config_cls: Any = Non
 
 
 def trainer_callbacks(ctx: TrainContext, emit: Emit, *, has_val: bool = True) -> list[Any]:
-    from ftc.runtime.backends.monitor import MonitorCallback
+    from ftc.runtime.backends.monitor import MonitorCallback, time_limit_callbacks
     from transformers import EarlyStoppingCallback
 
-    out: list[Any] = [MonitorCallback(emit)]
+    out: list[Any] = [MonitorCallback(emit), *time_limit_callbacks(ctx.time_limit, emit)]
     es = train_block(ctx).early_stopping
     if es is not None and has_val:
         out.append(EarlyStoppingCallback(early_stopping_patience=es.patience, early_stopping_threshold=es.min_delta))

@@ -220,6 +220,7 @@ class Loop:
         import torch
 
         self.ctx, self.model, self.tok, self.rec = ctx, model, tok, rec
+        self.out_of_time = False  # `budget { max_time }` spent (_time_spent)
         self.tr = tr = text.train_block(ctx)
         self.temperature = float(getattr(ctx.spec.signal, "temperature", None) or math.nan)  # contrastive only
         self.items: list[Any] = []
@@ -300,11 +301,11 @@ class Loop:
             self.rec.history[:0] = self.state.history  # the events before the resume, then ours
             self.saved_at = self.state.step
         self.state.history = self.rec.history
-        while self.state.step < self.total and not self.state.stopped_early:
+        while self.state.step < self.total and not self.state.stopped_early and not self.out_of_time:
             self.train_mode()
             order = [int(i) for i in _permutation(len(self.items), self.tr.seed, self.state.epoch)]
             self._epoch(self.groups(order))
-            if self.state.step >= self.total or self.state.stopped_early:
+            if self.state.step >= self.total or self.state.stopped_early or self.out_of_time:
                 break
             self.state.epoch, self.state.micro = self.state.epoch + 1, 0
             if self.every is None:
@@ -325,8 +326,17 @@ class Loop:
             if self.every is not None and self.state.step % self.every == 0:
                 self._checkpoint()
                 self.train_mode()
-            if self.state.step >= self.total or self.state.stopped_early:
+            if self.state.step >= self.total or self.state.stopped_early or self._time_spent():
                 return
+
+    def _time_spent(self) -> bool:
+        """`budget { max_time }` spent: stop after this step (not saved as `stopped_early`, so that a
+        resumed run trains on)."""
+        limit = self.ctx.time_limit
+        if limit is not None and not self.out_of_time and limit.spent():
+            self.out_of_time = True
+            self.rec(limit.note(self.state.step))
+        return self.out_of_time
 
     def _step(self, group: list[list[Any]], first: int) -> float:
         import contextlib

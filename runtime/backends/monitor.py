@@ -136,3 +136,25 @@ class MonitorCallback(TrainerCallback):
                        "message": f"validation loss rose for {self.window} evaluations ({vals}) while training "
                                   f"loss fell ({trains}): the model is overfitting",
                        "help": "stop earlier (early_stopping), lower the learning rate, or add data"})
+
+
+class TimeLimitCallback(TrainerCallback):
+    """`budget { max_time }` for the Trainer-based backends: after the step that spends the budget,
+    training stops and a checkpoint is saved (runtime/api.py TimeLimit)."""
+
+    def __init__(self, limit: Any, emit: Emit) -> None:
+        self.limit, self.emit, self.stopped = limit, emit, False
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self.limit.spent():
+            if not self.stopped:
+                self.emit(self.limit.note(int(state.global_step)))
+                self.stopped = True
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
+def time_limit_callbacks(limit: Any, emit: Emit) -> list[Any]:
+    return [TimeLimitCallback(limit, emit)] if limit is not None else []
+

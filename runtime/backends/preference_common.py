@@ -105,7 +105,7 @@ def fits(rows: list[dict[str, Any]], tok: Any, limit: int, policy: str, rec: tex
 
 
 def callbacks(ctx: TrainContext, rec: text.Recorder, evaluating: bool, split: str = "val") -> list[Any]:
-    from ftc.runtime.backends.monitor import MonitorCallback
+    from ftc.runtime.backends.monitor import MonitorCallback, time_limit_callbacks
     from transformers import EarlyStoppingCallback
 
     class PreferenceMonitor(MonitorCallback):
@@ -120,7 +120,7 @@ def callbacks(ctx: TrainContext, rec: text.Recorder, evaluating: bool, split: st
             finally:
                 self.emit = emit
 
-    out: list[Any] = [PreferenceMonitor(rec, split=split)]
+    out: list[Any] = [PreferenceMonitor(rec, split=split), *time_limit_callbacks(ctx.time_limit, rec)]
     es = text.train_block(ctx).early_stopping
     if es is not None and evaluating:
         out.append(EarlyStoppingCallback(early_stopping_patience=es.patience, early_stopping_threshold=es.min_delta))

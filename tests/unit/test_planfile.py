@@ -166,3 +166,40 @@ def test_load_base_locates_and_verifies_the_base(plan_doc: dict[str, Any]) -> No
     shutil.rmtree(state.base_dir)
     with pytest.raises(ex.DriftError, match="is not on this machine"):
         ex.LocalExecutor().run(node, ex.RunState(plan, checked, Path("."), lambda e: None))
+
+
+def test_the_dedup_step_deduplicates_the_reward_stages_own_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`signal rlhf { reward { data { dedup near 0.85 } } }` is applied: the plan's dedup node
+    removes from the reward stage's train split exactly what the plan counted."""
+    from ftc.compiler.check import check_file
+    from ftc.compiler.checked import CheckOptions
+    from ftc.compiler.data.dedup import deduplicated_train
+    from ftc.compiler.plan import build_plan
+
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FTC_HOME", str(tmp_path / ".ftc"))
+    spec = Path("specs/rlhf-helpfulness/rlhf-helpfulness.ftspec")
+    prefs = spec.parent / "data" / "preferences.jsonl"
+    lines = prefs.read_text().splitlines()
+    first = check_file(spec, CheckOptions())
+    assert first.checked is not None and first.checked.data is not None
+    in_train = first.checked.data.stages["reward"]["train"].rows[:2]
+    # near copies (one word more) of two training rows, in the same topic group: the same split
+    copies = [json.dumps({**row, "prompt": row["prompt"] + " Thanks"}) for row in in_train]
+    prefs.write_text("\n".join([*lines, *copies]) + "\n")
+    spec.write_text(spec.read_text().replace('preferences.jsonl" rows 200', 'preferences.jsonl" rows 202'))
+    result = check_file(spec, CheckOptions())
+    assert result.ok, [d.message for d in result.diagnostics]
+    assert result.checked is not None
+    plan = build_plan(result.checked)
+    node = plan.node("data.dedup")
+    assert node.params["reward.train"]["kind"] == "near"
+    state = ex.RunState(plan, result.checked, Path("."), lambda e: None)
+    for step in ("data.read", "data.validate", "data.split", "data.dedup"):
+        ex.LocalExecutor().run(plan.node(step), state)
+    kept = deduplicated_train(state.checked, "reward")
+    before = result.checked.sizes["reward.train"]
+    assert kept is not None and len(state.stage_parts["train"].rows) == len(kept.rows) < before
+    assert node.estimate["rows"]["reward.train"] == len(kept.rows)
+    assert plan.data["after_dedup"]["reward.train"] == len(kept.rows)
