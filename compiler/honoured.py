@@ -75,7 +75,8 @@ PEFT_TEXT = frozenset({
     *_keys("method.prompt_tuning", ("virtual_tokens", "init_text")),
     *_keys("method.prefix_tuning", ("prefix_length", "projection")),
 })
-TEXT_MODEL = _keys("model", ("trust_remote_code", "quantize"))
+# revision: an `hf:` base loads from the snapshot of that commit in the Hugging Face cache (compiler/hub.py)
+TEXT_MODEL = _keys("model", ("trust_remote_code", "quantize", "revision"))
 
 _REWARD_DATA = ("format", "train", "val", "test", "source", "split", "seed", "stratify", "fields", "max_length",
                 "dedup")  # dedup: the plan's dedup node (runtime/executor.py) deduplicates the stage's train split
@@ -127,7 +128,6 @@ NOT_FOR_TASK: dict[tuple[str, str], frozenset[str]] = {
 
 # `run` keys that no backend applies yet, and why (each is refused at check wherever it is written).
 UNHONOURED: dict[str, str] = {
-    "model.revision": "bases are local folders at run time (hub ids are refused), identified by their sha256",
     "model.pretrained": "open_clip hub ids are refused at run time; a local open_clip folder holds its weights",
     "method.qlora.merge": "an update merged into a 4-bit base is rounded away: the run skips it (FT131)",
     "signal.rlhf.reward.data.slices": "the reward model's accuracy is not reported per slice",

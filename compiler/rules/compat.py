@@ -296,6 +296,9 @@ REFUSED_ELSEWHERE = {
     "signal.rlhf.reward.train.artifacts": "FT146", "signal.rlhf.policy.train.artifacts": "FT146",
     "budget.gpus": "FT127", "budget.nodes": "FT127", "budget.strategy": "FT127",
     "budget.deepspeed_stage": "FT127", "budget.fsdp_sharding": "FT127",
+    "model.revision": "FT152/FT155",  # a revision on a local folder, or on a timm/open_clip hub name
+    # text pair fields on an image-text model, image fields on a text model
+    **{f"signal.contrastive.{k}": "FT124" for k in ("anchor", "positive", "negative", "image", "caption")},
 }
 
 
@@ -313,12 +316,10 @@ def setting_not_applied(c: CheckedSpec) -> Iterator[Hit]:
     reads them).
 
     Example:
-        train { epochs 3; learning_rate 2e-4; batch_size 16; early_stopping patience 2 on val.loss; checkpoints keep 2 }
-        budget { gpu_memory 24GB; max_time 2h }
+        model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task classification; labels ["a", "b"]; params 110M; pretrained "laion2b_s34b_b79k" }
 
     Use instead:
-        train { epochs 3; learning_rate 2e-4; batch_size 16; early_stopping patience 2 on val.loss; checkpoints keep 2 }
-        budget { gpu_memory 24GB }
+        model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task classification; labels ["a", "b"]; params 110M }
     """
     from ftc.compiler import honoured as h
 
@@ -326,15 +327,20 @@ def setting_not_applied(c: CheckedSpec) -> Iterator[Hit]:
     if m is None or sig is None:
         return
     backend = cap.backend_for(m.modality, sig.kind)
-    if backend is None or m.task not in backend.tasks:
-        return  # FT121/FT123 say why
+    method = c.spec.method
+    if backend is None or m.task not in backend.tasks or (method is not None and method.kind not in backend.methods):
+        return  # FT120/FT121/FT123 say why
     applied, run_keys = h.honoured(backend.name, m.task), h.run_keys()
     for path, span in h.written_keys(c.spec):
         if path not in run_keys or path in applied or path in REFUSED_ELSEWHERE:
             continue
-        why = h.UNHONOURED.get(path)
-        where = [b for b in h.BACKENDS if path in h.honoured(b)]
-        detail = f"{why}" if why else (f"it is applied by {_names(tuple(where))}" if where else "")
+        others = tuple(b for b in h.BACKENDS if path in h.honoured(b) and b != backend.name)
+        if path in h.UNHONOURED:
+            detail = h.UNHONOURED[path]
+        elif path in h.honoured(backend.name):
+            detail = f"`{backend.name}` applies it to other tasks than `{m.task}`"
+        else:
+            detail = f"it is applied by {_names(others)}" if others else ""
         yield Hit(f"`{path}` is not applied by ftc's `{backend.name}` runtime ({m.modality} `{m.task}`): "
                   "the run would ignore it", span, detail=detail,
                   help=f"remove `{path.rsplit('.', 1)[-1]}`")
