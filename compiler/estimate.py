@@ -41,6 +41,13 @@ be 16-bit and a smaller one fp32.
                reserved/allocated at the peak: median 1.05, 90th percentile 1.16, at most 1.37). The
                margins make every measured case an over-estimate (by 1-38%, median 14%): a budget
                check must not pass a run that cannot fit
+Trainable parameters of a full fine-tune with `freeze`/`unfreeze` (compiler/weights.py, matched as the
+runtime matches `named_parameters()`): counted exactly from a local base's safetensors headers; without
+weights, matched against the Llama-style module names laid out from config.json's shape, or from a
+shape guessed from `params` (both approximate, and the estimate says so); when the patterns name no
+module of such a layout, every parameter is counted (and the estimate says that too). A Mixtral-style
+MoE layer (config.json `num_local_experts`) counts every expert's weights, and its activations the
+`num_experts_per_tok` experts each token passes through (unmeasured).
 Sharding: ZeRO-1 divides optimizer state by the GPU count, ZeRO-2 also gradients, ZeRO-3 and FSDP
 (full) also weights; DDP divides nothing. Not modelled: the extra forward passes of preference training
 (DPO's reference model, RLHF), eager attention's seq x seq scores, full logits of trainers that
@@ -50,13 +57,12 @@ materialise them (ftc's SFT trainer projects the LM head in tiles).
 from __future__ import annotations
 
 import json
-import math
-import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ftc.compiler import schema as s
+from ftc.compiler import weights as wt
 
 GB = 1e9
 CONTEXT = 0.85 * GB  # CUDA context and cuBLAS workspace
@@ -107,6 +113,12 @@ class Shape:
     unfused_act: bool = False  # an MLP activation computed in several elementwise ops (_UNFUSED_ACTS)
     guessed: bool = False  # only the parameter count is known (a timm/open_clip folder, declared params)
     pixels: int = 224 * 224  # input pixels per image (timm's pretrained_cfg input_size), for vision models
+    experts: int = 0  # Mixtral-style MoE: experts per layer (0: dense)
+    experts_per_token: int = 1  # experts each token passes through (activations)
+    # the tensors freeze/unfreeze patterns select from, and where their names come from:
+    # "safetensors" (exact), "config.json" (laid out from its shape), "params" (from a guessed shape)
+    tensors: tuple[wt.Tensor, ...] = field(default=(), repr=False, compare=False)
+    layout: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,7 @@ class Estimate:
     overhead: float
     trainable: float
     shape: Shape
+    trainable_note: str = ""  # how `trainable` was counted, when freeze/unfreeze patterns apply
 
     @property
     def total(self) -> float:
@@ -144,11 +157,21 @@ class _Dims:
     gated: bool
     dtype_bytes: float | None
     unfused_act: bool
+    model_type: str | None = None
+    experts: int = 0
+    experts_per_token: int = 1
 
     def params(self) -> float:
         h, f = self.hidden, self.ffn
-        per_layer = 2 * h * h + 2 * h * self.kv_dim + (3 if self.gated else 2) * h * f
+        mlp = (3 if self.gated else 2) * h * f
+        if self.experts:
+            mlp = self.experts * (mlp + h)  # every expert, and the router
+        per_layer = 2 * h * h + 2 * h * self.kv_dim + mlp
         return float(self.layers * per_layer + self.vocab * h * (1 if self.tied else 2))
+
+    def layout(self) -> tuple[wt.Tensor, ...]:
+        return wt.llama_layout(wt.Dims(self.layers, self.hidden, self.ffn, self.vocab, self.kv_dim, self.gated,
+                                       self.tied, self.experts))
 
 
 def _from_config(cfg: dict[str, Any]) -> _Dims | None:
@@ -168,27 +191,29 @@ def _from_config(cfg: dict[str, Any]) -> _Dims | None:
     act = str(cfg.get("hidden_act") or cfg.get("hidden_activation") or cfg.get("activation_function") or "")
     gated = act in _GATED_ACTS or "gated" in str(cfg.get("feed_forward_proj", ""))
     dtype = cfg.get("dtype") or cfg.get("torch_dtype")
+    experts = get("num_local_experts") or 0  # Mixtral-style MoE
+    model_type = cfg.get("model_type")
     return _Dims(hidden, layers, heads, ffn, vocab, tied, min(hidden, kv_heads * head_dim), gated,
-                 _DTYPE_BYTES.get(str(dtype).removeprefix("torch.")) if dtype else None, act in _UNFUSED_ACTS)
+                 _DTYPE_BYTES.get(str(dtype).removeprefix("torch.")) if dtype else None, act in _UNFUSED_ACTS,
+                 model_type if isinstance(model_type, str) else None, experts,
+                 (get("num_experts_per_tok") or 2) if experts else 1)
 
 
-def _safetensors(folder: Path) -> tuple[float, float | None] | None:
-    """Parameter count and bytes per weight of the first floating-point tensor, from the headers."""
-    total, first = 0.0, None
-    files = sorted(folder.glob("*.safetensors"))
-    for f in files:
-        try:
-            with f.open("rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(n))
-        except (OSError, ValueError, struct.error):
-            return None
-        for name, meta in header.items():
-            if name != "__metadata__":
-                total += math.prod(meta.get("shape", [])) if meta.get("shape") else 1
-                if first is None:
-                    first = _DTYPE_BYTES.get(str(meta.get("dtype")))
-    return (total, first) if total else None
+@dataclass(frozen=True)
+class _Counted:
+    params: float
+    dtype_bytes: float | None  # of the first tensor
+    tensors: tuple[wt.Tensor, ...]
+
+
+def _safetensors(folder: Path, model_type: str | None) -> _Counted | None:
+    """Parameter count, bytes per weight of the first tensor and every tensor, from the headers."""
+    headers = wt.read_headers(folder)
+    if not headers:
+        return None
+    tensors = wt.from_headers(headers, model_type)
+    first = _DTYPE_BYTES.get(str(next(iter(headers.values()))[0]))
+    return _Counted(float(sum(t.numel for t in tensors)), first, tensors)
 
 
 def model_shape(model: s.Model, base_dir: Path) -> Shape | None:
@@ -201,17 +226,28 @@ def model_shape(model: s.Model, base_dir: Path) -> Shape | None:
         except (OSError, ValueError):
             cfg = None
         d = _from_config(cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}) if cfg else None
-        counted = _safetensors(folder)
+        counted = _safetensors(folder, d.model_type if d is not None else None)
         if d is not None:
-            params = counted[0] if counted else d.params()
-            dtype = d.dtype_bytes or (counted[1] if counted else None)
-            return Shape(params, d.layers, d.hidden, d.heads, d.ffn, "safetensors" if counted else "config.json",
-                         d.vocab, d.tied, d.kv_dim, d.gated, dtype, d.unfused_act)
+            return _shape_of(d, counted)
         if counted:  # a timm or open_clip folder: the count from the weights, the shape guessed from it
-            return _guessed(counted[0], "safetensors", counted[1], _pixels(cfg))
+            return replace(_guessed(counted.params, "safetensors", counted.dtype_bytes, _pixels(cfg)),
+                           tensors=counted.tensors, layout="safetensors")
     if model.params is None:
         return None
-    return _guessed(model.params, "declared params", None, 224 * 224)
+    shape = _guessed(model.params, "declared params", None, 224 * 224)
+    dims = _Dims(shape.hidden, shape.layers, shape.heads, shape.ffn, shape.vocab, shape.tied, shape.hidden,
+                 shape.gated, None, False)
+    return replace(shape, tensors=dims.layout(), layout="params")
+
+
+def _shape_of(d: _Dims, counted: _Counted | None) -> Shape:
+    """A transformer's shape from config.json; the count and tensors from the weights when there are any."""
+    params = counted.params if counted else d.params()
+    dtype = d.dtype_bytes or (counted.dtype_bytes if counted else None)
+    return Shape(params, d.layers, d.hidden, d.heads, d.ffn, "safetensors" if counted else "config.json",
+                 d.vocab, d.tied, d.kv_dim, d.gated, dtype, d.unfused_act, experts=d.experts,
+                 experts_per_token=d.experts_per_token, tensors=counted.tensors if counted else d.layout(),
+                 layout="safetensors" if counted else "config.json")
 
 
 def _pixels(cfg: Any) -> int:
@@ -248,6 +284,40 @@ def _trainable(method: Any, shape: Shape) -> float:
     if method.kind == "prompt_tuning":
         return float(method.virtual_tokens * h)
     return float(method.prefix_length * n_layers * 2 * h)
+
+
+_LAYOUTS = {"config.json": "the Llama-style module names laid out from config.json's shape (no weights to read)",
+            "params": "the Llama-style module names of a shape guessed from `params`"}
+_ALL = "every parameter counted as trainable: "
+
+
+def trainable_params(method: Any, shape: Shape) -> tuple[float, str]:
+    """Parameters the method trains, and how a full fine-tune's were counted under its
+    `freeze`/`unfreeze` patterns ("" when nothing needs saying: the method's own count, or every
+    parameter of a full fine-tune without patterns)."""
+    if method.kind != "full":
+        return _trainable(method, shape), ""
+    freeze, unfreeze = tuple(method.freeze), tuple(method.unfreeze)
+    if not freeze and not unfreeze:
+        return shape.params, ""
+    if not shape.tensors:
+        return shape.params, _ALL + "freeze/unfreeze cannot be matched without the base's weights or config.json"
+    sel = wt.select(shape.tensors, freeze, unfreeze)
+    if shape.layout == "safetensors":
+        return float(sel.trainable), _exact_note(sel, len(shape.tensors))
+    where = _LAYOUTS.get(shape.layout, "an assumed layout")
+    missing = tuple(p for p in sel.unmatched if p in unfreeze)
+    if missing:
+        return shape.params, _ALL + f"{wt.describe(missing)} names no module of {where}"
+    scale = shape.params / sel.total if shape.layout == "params" and sel.total else 1.0
+    return sel.trainable * scale, f"approximate: freeze/unfreeze matched against {where}"
+
+
+def _exact_note(sel: wt.Selection, tensors: int) -> str:
+    note = f"{sel.tensors} of {tensors} tensors selected by freeze/unfreeze, counted from the safetensors headers"
+    if sel.unmatched:
+        note += f"; {wt.describe(sel.unmatched)} matches no tensor (the run stops on it)"
+    return note
 
 
 def weight_bytes(shape: Shape) -> float:
@@ -287,7 +357,7 @@ def estimate(spec: s.Spec, shape: Shape, seq_len: int) -> Estimate:
     tr = spec.train or s.Train()
     budget = spec.budget or s.Budget()
     assert method is not None and model is not None
-    trainable = _trainable(method, shape)
+    trainable, note = trainable_params(method, shape)
     w = weight_bytes(shape)
     if method.kind == "full":
         weights, fp32_stream, tb = shape.params * w, w >= 4, w
@@ -322,7 +392,8 @@ def estimate(spec: s.Spec, shape: Shape, seq_len: int) -> Estimate:
     if key == "qlora":  # loading: the 16-bit embeddings are still there while their fp32 copies are made
         beyond += max(0.0, weights + _embeddings(shape) * 2.0 - allocated)
         allocated = max(allocated, weights + _embeddings(shape) * 2.0)
-    return Estimate(weights, grads, states + step, beyond, OVERHEAD + FRAGMENTATION * allocated, trainable, shape)
+    return Estimate(weights, grads, states + step, beyond, OVERHEAD + FRAGMENTATION * allocated, trainable, shape,
+                    note)
 
 
 def _image_activations(key: str, shape: Shape, images: int, fp32: bool) -> float:
@@ -334,7 +405,7 @@ def _image_activations(key: str, shape: Shape, images: int, fp32: bool) -> float
 
 def _activations(key: str, shape: Shape, tokens: int, checkpointing: bool, fp32_stream: bool,
                  fp32_all: bool) -> float:
-    h, f = shape.hidden, shape.ffn
+    h, f = shape.hidden, shape.ffn * shape.experts_per_token
     scale = 2.0 if fp32_all else 1.0
     extra = _UNFUSED_EXTRA if shape.unfused_act else 0.0
     if checkpointing:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import statistics
 import struct
 import sys
@@ -278,3 +279,134 @@ def test_needed_examples_rule_of_three() -> None:
     assert needed_examples(0.99) == 299
     assert needed_examples(0.95) == 59
     assert needed_examples(0.5) == 5
+
+
+# ---------------------------------------------------------------------------------------------
+# Full fine-tunes with freeze/unfreeze (issue 9): trainable parameters are what the patterns select
+
+def _tiny_llama_header(folder: Path) -> dict[str, tuple[str, list[int]]]:
+    """A 2-layer Llama-style checkpoint as transformers saves it (untied head)."""
+    tensors: dict[str, tuple[str, list[int]]] = {"model.embed_tokens.weight": ("BF16", [100, 64]),
+                                                 "model.norm.weight": ("BF16", [64]),
+                                                 "lm_head.weight": ("BF16", [100, 64])}
+    for i in range(2):
+        p = f"model.layers.{i}"
+        tensors.update({f"{p}.self_attn.q_proj.weight": ("BF16", [64, 64]),
+                        f"{p}.self_attn.k_proj.weight": ("BF16", [32, 64]),
+                        f"{p}.self_attn.v_proj.weight": ("BF16", [32, 64]),
+                        f"{p}.self_attn.o_proj.weight": ("BF16", [64, 64]),
+                        f"{p}.mlp.gate_proj.weight": ("BF16", [96, 64]), f"{p}.mlp.up_proj.weight": ("BF16", [96, 64]),
+                        f"{p}.mlp.down_proj.weight": ("BF16", [64, 96]),
+                        f"{p}.input_layernorm.weight": ("BF16", [64]),
+                        f"{p}.post_attention_layernorm.weight": ("BF16", [64])})
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_header(folder, tensors)
+    return tensors
+
+
+SMALL_LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "hidden_act": "silu",
+               "tie_word_embeddings": False}
+FULL_TRAIN = "train { epochs 1; batch_size 1; gradient_checkpointing true; checkpoints keep 1 }"
+
+
+def test_freeze_patterns_count_exactly_the_matched_tensors(tmp_path: Path, check_text) -> None:  # type: ignore[no-untyped-def]
+    tensors = _tiny_llama_header(tmp_path / "models" / "m")
+    method = 'method full { unfreeze ["layers.1", "lm_head"]; freeze ["layers.1.mlp.gate_proj", "*norm*"] }'
+    spec, shape = _local(check_text, tmp_path, SMALL_LLAMA, f"{method}\n{FULL_TRAIN}")
+    chosen = ["model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
+              "model.layers.1.self_attn.v_proj.weight", "model.layers.1.self_attn.o_proj.weight",
+              "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight", "lm_head.weight"]
+    expected = sum(math.prod(tensors[n][1]) for n in chosen)
+    e = est.estimate(spec, shape, 512)
+    assert shape.params == sum(math.prod(s) for _, s in tensors.values())
+    assert e.trainable == expected and e.gradients == expected * 2.0  # bf16 weights train in bf16
+    assert e.trainable_note == "7 of 21 tensors selected by freeze/unfreeze, counted from the safetensors headers"
+    whole = est.estimate(_local(check_text, tmp_path, SMALL_LLAMA, f"method full {{ }}\n{FULL_TRAIN}")[0], shape, 512)
+    assert whole.trainable == shape.params and whole.trainable_note == ""
+
+
+def test_a_pattern_that_matches_no_tensor_is_noted(tmp_path: Path, check_text) -> None:  # type: ignore[no-untyped-def]
+    _tiny_llama_header(tmp_path / "models" / "m")
+    spec, shape = _local(check_text, tmp_path, SMALL_LLAMA, f'method full {{ unfreeze ["layers.1", "h.0"] }}\n{FULL_TRAIN}')
+    e = est.estimate(spec, shape, 512)
+    assert e.trainable == 2 * 64 * 64 + 2 * 32 * 64 + 3 * 96 * 64 + 2 * 64
+    assert "`h.0` matches no tensor (the run stops on it)" in e.trainable_note
+
+
+def _mixtral_header(folder: Path, layers: int = 2, experts: int = 3) -> None:
+    """A Mixtral checkpoint as saved: one tensor per expert under `block_sparse_moe`."""
+    tensors: dict[str, tuple[str, list[int]]] = {"model.embed_tokens.weight": ("BF16", [100, 64])}
+    for i in range(layers):
+        p = f"model.layers.{i}"
+        tensors[f"{p}.self_attn.q_proj.weight"] = ("BF16", [64, 64])
+        tensors[f"{p}.block_sparse_moe.gate.weight"] = ("BF16", [experts, 64])
+        for j in range(experts):
+            for w, shape in (("w1", [96, 64]), ("w2", [64, 96]), ("w3", [96, 64])):
+                tensors[f"{p}.block_sparse_moe.experts.{j}.{w}.weight"] = ("BF16", shape)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_header(folder, tensors)
+
+
+MIXTRAL_SMALL = {**SMALL_LLAMA, "model_type": "mixtral", "num_local_experts": 3, "num_experts_per_tok": 2}
+
+
+def test_moe_checkpoint_patterns_match_the_loaded_names_and_the_saved_ones(  # type: ignore[no-untyped-def]
+        tmp_path: Path, check_text) -> None:
+    """Transformers 5 loads a Mixtral checkpoint's experts fused (`mlp.experts.gate_up_proj`): a
+    pattern on the names the runtime matches selects them, and so does one on the saved names."""
+    _mixtral_header(tmp_path / "models" / "m")
+    expert = 3 * 96 * 64
+    for pattern, expected in (("layers.1.mlp.experts", 3 * expert), ("layers.1.mlp", 3 * expert + 3 * 64),
+                              ("layers.1.block_sparse_moe.experts.0", expert)):
+        spec, shape = _local(check_text, tmp_path, MIXTRAL_SMALL, f'method full {{ unfreeze ["{pattern}"] }}\n{FULL_TRAIN}')
+        assert est.estimate(spec, shape, 512).trainable == expected, pattern
+
+
+MIXTRAL_8X22B = {"model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "hidden_size": 6144,
+                 "intermediate_size": 16384, "num_hidden_layers": 56, "num_attention_heads": 48,
+                 "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2, "vocab_size": 32768,
+                 "hidden_act": "silu", "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+ZERO3 = "budget { gpu_memory 80GB; gpus 8; strategy deepspeed; deepspeed_stage 3 }"
+
+
+def test_freeze_tuning_a_141b_moe_under_zero3_fits(tmp_path: Path, check_text) -> None:  # type: ignore[no-untyped-def]
+    """The issue's case: four MoE layers' experts of a Mixtral-8x22B-shaped model (config.json
+    only, no weights) on 8 x 80 GB under ZeRO-3. Counting all 141B parameters as trainable
+    refused it; the experts of four layers are 9.66B."""
+    folder = tmp_path / "models" / "mixtral"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(MIXTRAL_8X22B))
+    layers = ", ".join(f'"layers.{i}.mlp.experts"' for i in (52, 53, 54, 55))
+
+    def check(method: str):  # type: ignore[no-untyped-def]
+        r = _spec(check_text, f'model {{ modality text; base "models/mixtral"; task generation }}\n{method}\n'
+                              f"{FULL_TRAIN}\n{ZERO3}")
+        shape = est.model_shape(r.checked.spec.model, r.checked.base_dir)
+        assert shape is not None
+        return r, est.estimate(r.checked.spec, shape, 512)
+
+    everything, e_all = check("method full { }")
+    assert "FT160" in {d.code for d in everything.diagnostics} and e_all.trainable > 140e9
+    tuned, e = check(f"method full {{ unfreeze [{layers}] }}")
+    assert "FT160" not in {d.code for d in tuned.diagnostics}, [d.message for d in tuned.diagnostics]
+    assert e.trainable == 4 * 8 * 3 * 6144 * 16384  # 4 layers x 8 experts x (w1, w2, w3)
+    assert e.trainable_note.startswith("approximate: freeze/unfreeze matched against the Llama-style module names")
+    assert e.total < 80e9 < e_all.total
+
+
+def test_declared_params_freeze_is_approximate_or_says_it_counts_everything(check_text) -> None:  # type: ignore[no-untyped-def]
+    def estimate(method: str) -> est.Estimate:
+        r = _spec(check_text, 'model { modality text; base "hf:org/decoder"; revision "3f2a9c1"; task generation; '
+                              f"params 7B }}\n{method}\n{FULL_TRAIN}")
+        shape = est.model_shape(r.checked.spec.model, r.checked.base_dir)
+        assert shape is not None and shape.layout == "params"
+        return est.estimate(r.checked.spec, shape, 512)
+
+    one = estimate('method full { unfreeze ["layers.0"] }')
+    layers = est.model_shape(_spec(check_text, 'model { modality text; base "hf:org/decoder"; revision "3f2a9c1"; '
+                                               "task generation; params 7B }").checked.spec.model, Path(".")).layers
+    assert 0 < one.trainable < 7e9 / layers and one.trainable_note.startswith("approximate:")
+    unknown = estimate('method full { unfreeze ["transformer.h.0"] }')
+    assert unknown.trainable == 7e9
+    assert unknown.trainable_note.startswith("every parameter counted as trainable: `transformer.h.0` names no module")
