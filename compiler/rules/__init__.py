@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ftc.compiler.rules import (
+    basemodel,
     compat,
     data,
     evalsets,
@@ -93,6 +94,11 @@ RULES: tuple[Rule, ...] = (
     provenance.remote_code_unpinned,
     provenance.revision_on_local_base,
     provenance.base_scheme,
+    basemodel.hub_base_not_cached,
+    basemodel.hub_name_not_loadable,
+    basemodel.module_not_in_base,
+    basemodel.base_files_missing,
+    basemodel.base_head_labels,
     # resources and statistics
     resources.memory_over_budget,
     resources.memory_unknown,

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from ftc.compiler.checked import CheckedSpec
 from ftc.compiler.estimate import _is_local
+from ftc.compiler.hub import is_pin
 from ftc.compiler.rules.base import ERROR, WARNING, Hit, rule
 
 SCHEMES = ("hf:", "timm:", "open_clip:")
@@ -17,31 +18,38 @@ def _hub(base: str) -> bool:
 
 @rule("FT150", "unpinned-revision", WARNING)
 def unpinned_revision(c: CheckedSpec) -> Iterator[Hit]:
-    """A hub base model without a pinned revision.
+    """A hub base model without a pinned revision, or pinned to a branch or tag name.
 
     Why:
     A hub id names whatever its owner pushed last: the same spec can train a different model next
-    month. Pin the commit so that runs reproduce and the registry's lineage is true.
+    month. A branch (`main`) or tag moves the same way: only a commit sha (7 to 40 hex digits)
+    names one set of files. Pin the commit so that runs reproduce and the registry's lineage is true.
 
     Example:
-        model { modality text; base "hf:org/encoder"; task classification; labels ["a", "b"]; params 110M }
+        model { modality text; base "hf:org/encoder"; revision "main"; task classification; labels ["a", "b"]; params 110M }
 
     Use instead:
         model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task classification; labels ["a", "b"]; params 110M }
     """
     m = c.spec.model
-    if m is not None and _hub(m.base) and m.revision is None and not m.trust_remote_code:  # else FT151
+    if m is None or not _hub(m.base) or m.trust_remote_code:  # FT151 refuses remote code that is not pinned
+        return
+    if m.revision is None:
         yield Hit(f"base `{m.base}` has no pinned revision", m.at("base"),
                   help='add `revision "<commit sha>"` to `model`')
+    elif not is_pin(m.revision):
+        yield Hit(f"revision `{m.revision}` of `{m.base}` is a branch or tag name, not a commit: it moves when "
+                  "the repository changes", m.at("revision"),
+                  help='pin the commit it points to now: `revision "<commit sha>"` (7 to 40 hex digits)')
 
 
 @rule("FT151", "remote-code-unpinned", ERROR)
 def remote_code_unpinned(c: CheckedSpec) -> Iterator[Hit]:
-    """`trust_remote_code true` on a hub model without a pinned revision.
+    """`trust_remote_code true` on a hub model without a pinned revision (a commit, not a branch or tag).
 
     Why:
     Remote code runs with your permissions; without a pinned revision, whatever the repository
-    holds next time runs on your machines.
+    holds next time runs on your machines. A branch or tag name moves just the same.
 
     Example:
         model { modality text; base "hf:org/encoder"; task classification; labels ["a", "b"]; params 110M; trust_remote_code true }
@@ -50,7 +58,7 @@ def remote_code_unpinned(c: CheckedSpec) -> Iterator[Hit]:
         model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task classification; labels ["a", "b"]; params 110M; trust_remote_code true }
     """
     m = c.spec.model
-    if m is not None and m.trust_remote_code and _hub(m.base) and m.revision is None:
+    if m is not None and m.trust_remote_code and _hub(m.base) and not is_pin(m.revision):
         yield Hit("`trust_remote_code true` without a pinned revision runs unreviewed code", m.at("trust_remote_code"),
                   help='pin the reviewed commit: `revision "<commit sha>"`')
 
