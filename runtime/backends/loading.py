@@ -1,10 +1,12 @@
-"""Load a base model from its local folder: hub ids refused, labels, quantisation, tokenizer."""
+"""Load a base model from its folder (a local folder, or an `hf:` base's snapshot in the Hugging Face
+cache, found offline by compiler/hub.py as `ftc check` finds it): labels, quantisation, tokenizer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftc.compiler import hub
 from ftc.runtime.api import TrainContext
 from ftc.runtime.backends.hf import device_of, is_classification, task_of
 
@@ -22,13 +24,21 @@ def set_seed(seed: int) -> None:
 
 
 def base_dir(ctx: TrainContext) -> Path:
-    """The base model's local folder, absolute; hub ids and missing folders are refused."""
-    base = ctx.spec.model.base
-    if base.startswith(HUB_PREFIXES):
-        raise ValueError(f"`base {base!r}` is a hub id, and ftc does not download at run time. Download it once "
-                         f"(e.g. `huggingface-cli download {base.split(':', 1)[-1]} --local-dir models/NAME`) "
+    """The base model's folder, absolute: a local folder, or the cached snapshot of an `hf:` base at
+    its revision (nothing is downloaded); other hub ids and missing folders are refused."""
+    model = ctx.spec.model
+    cached = hub.find_base(model.base, getattr(model, "revision", None))
+    if cached is not None:
+        if cached.folder is None:
+            raise ValueError(f"`base {model.base!r}`: {cached.problem} (looked in {cached.looked}), and ftc does "
+                             f"not download at run time. Download it once: `{cached.download}`")
+        path = cached.folder.resolve()
+    elif model.base.startswith(HUB_PREFIXES):
+        raise ValueError(f"`base {model.base!r}` is a hub id, and ftc does not download at run time. Download it once "
+                         f"(e.g. `hf download {model.base.split(':', 1)[-1]} --local-dir models/NAME`) "
                          f"and set `base` to that local folder")
-    path = ctx.base_path().expanduser().resolve()
+    else:
+        path = ctx.base_path().expanduser().resolve()
     if not path.is_dir():
         raise ValueError(f"base model folder {path} does not exist")
     if not (path / "config.json").is_file():

@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ftc.compiler import hub
 from ftc.runtime.api import TrainContext
 from ftc.runtime.backends import text
 from ftc.runtime.backends.artifacts import publish, staging
@@ -42,14 +43,8 @@ def base_dir(ctx: TrainContext) -> Path:
     """The base's local open_clip folder, absolute; hub ids and folders open_clip cannot load are refused."""
     base = ctx.spec.model.base
     if base.startswith(OPEN_CLIP_HUB):
-        arch = base.split(":", 1)[-1]
-        tag = ctx.spec.model.pretrained
-        pretrained = f", pretrained={tag!r}" if tag else ""
-        raise ValueError(
-            f"`base {base!r}` is a hub id, and ftc does not download at run time. Save it once as a local "
-            f"folder (`model, _, _ = open_clip.create_model_and_transforms({arch!r}{pretrained})`, then "
-            f"write `{{\"model_cfg\": ...}}` to {CONFIG} and the state dict to {WEIGHTS} with safetensors) "
-            "and set `base` to that folder")
+        how = hub.open_clip_help(base, ctx.spec.model.pretrained)  # the words FT155 uses at check time
+        raise ValueError(f"`base {base!r}` is a hub id, and ftc does not download at run time. {how[0].upper()}{how[1:]}")
     path = ctx.base_path().expanduser().resolve()
     if not path.is_dir():
         raise ValueError(f"base model folder {path} does not exist")

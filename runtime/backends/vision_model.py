@@ -36,6 +36,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ftc.compiler import hub
 from ftc.runtime.api import TrainContext
 from ftc.runtime.backends.artifacts import publish, staging
 from ftc.runtime.backends.hf import Emit, device_of
@@ -48,11 +49,8 @@ HEAD_SEED = 0
 def base_dir(ctx: TrainContext) -> Path:
     base = ctx.spec.model.base
     if base.startswith(HUB_PREFIXES):
-        name = base.split(":", 1)[-1]
-        raise ValueError(f"`base {base!r}` is a hub id, and ftc does not download at run time. Save it once as a "
-                         f"local folder (`timm.create_model({name!r}, pretrained=True)` then "
-                         f"`timm.models.save_for_hf(model, 'models/NAME', safe_serialization=True)`) and set "
-                         f"`base` to that folder")
+        how = hub.timm_help(base)  # the words FT155 uses at check time
+        raise ValueError(f"`base {base!r}` is a hub id, and ftc does not download at run time. {how[0].upper()}{how[1:]}")
     path = ctx.base_path().expanduser().resolve()
     if not path.is_dir():
         raise ValueError(f"base model folder {path} does not exist")
