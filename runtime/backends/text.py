@@ -389,10 +389,26 @@ def _sft_trainer(ctx: TrainContext, model: Any, tok: Any, emit: Emit) -> Any:
         dataset_num_proc=None, **_generation_early_stopping(ctx, has_val))
     from ftc.runtime.backends import tokcache
 
-    return tokcache.sft_trainer(  # TRL tokenises in the trainer: its prepared datasets are cached
+    trainer = tokcache.sft_trainer(  # TRL tokenises in the trainer: its prepared datasets are cached
         make_trainer_class(SFTTrainer), base_dir(ctx), emit,
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=tok,
         callbacks=trainer_callbacks(ctx, emit, has_val=has_val))
+    return _biases_in_fp32(trainer)
+
+
+def _biases_in_fp32(trainer: Any) -> Any:
+    """TRL's SFTTrainer casts every trainable parameter of a quantised model to bf16 (QLoRA's
+    adapter weights); the other trainable ones (the biases `bias all` or `lora_only` trains, which
+    live in layers that are not quantised and are fed fp32 activations) go back to fp32, or their
+    layers fail on mixed dtypes (`bias all` with `compute_dtype fp32`)."""
+    import torch
+
+    inner = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    if is_quantized(inner):
+        for name, p in trainer.model.named_parameters():
+            if p.requires_grad and "lora_" not in name and p.dtype == torch.bfloat16:
+                p.data = p.data.float()
+    return trainer
 
 
 def fit_sft(ctx: TrainContext) -> SftRun:

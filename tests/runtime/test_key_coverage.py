@@ -1,0 +1,498 @@
+"""No key silently ignored: every key compiler/honoured.py says a backend applies is observed applied
+in tiny runs of that backend, with a value other than its default.
+
+Each backend's test trains a few tiny specs (one or two steps; CPU, one thread), written so that one
+run carries many keys, and looks where each key must land: the trainer's arguments, the optimizer
+and its param groups, the peft config and which parameters require grad, the rows that reached
+training (read, renamed, deduplicated, cut to length), the evaluation (declared metrics, slices,
+latency warm-up), the artifacts. `Seen` records an observation per key (an assertion that held);
+`covers` then fails when a key the backend lists in HONOURED has none, or when a key is observed
+that the table does not list. The keys the shared pipeline applies around every backend
+(honoured.PIPELINE: data read and split by the compiler, gates, the record, the MLflow mirror)
+are observed once, in test_pipeline_applies_its_keys.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from ftc.compiler import honoured as h
+from ftc.runtime.api import TrainContext
+from ftc.runtime.backends import loading, text
+
+from tests.runtime import _pref_fixtures as F
+from tests.runtime.conftest import SCHEMA, chat_rows, gen_rows, ticket_rows
+
+Calls = list[tuple[tuple[Any, ...], dict[str, Any], Any]]
+
+
+class Seen(dict[str, str]):
+    """Observed keys of one backend: key -> what showed it applied."""
+
+    def __init__(self, backend: str) -> None:
+        super().__init__()
+        self.backend = backend
+
+    def __call__(self, keys: str, applied: Any, what: str) -> None:
+        assert applied, f"{self.backend}: `{keys}` not applied: {what}"
+        for k in keys.split():
+            self[k] = what
+
+    def covers(self) -> None:
+        want = h.HONOURED[self.backend] - h.PIPELINE
+        missing = sorted(want - set(self))
+        assert not missing, f"{self.backend}: keys in HONOURED that no run observed applied: {missing}"
+        extra = sorted(set(self) - h.HONOURED[self.backend])
+        assert not extra, f"{self.backend}: keys observed applied that HONOURED does not list: {extra}"
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> Calls:
+    """Record every call of owner.name (args, kwargs, result); the real function still runs."""
+    calls: Calls = []
+    real = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        calls.append((args, kwargs, out))
+        return out
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
+def loaded_with(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """(path, kwargs) of every base the text backends load through loading.load_base."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    real = loading.model_class
+
+    class Recording:
+        def __init__(self, cls: Any) -> None:
+            self.cls = cls
+
+        def from_pretrained(self, path: str, **kwargs: Any) -> Any:
+            seen.append((path, kwargs))
+            return self.cls.from_pretrained(path, **kwargs)
+
+    monkeypatch.setattr(loading, "model_class", lambda task: Recording(real(task)))
+    return seen
+
+
+def notes(events: list[dict[str, Any]]) -> list[str]:
+    return [e["message"] for e in events if e["event"] == "note"]
+
+
+def has_note(events: list[dict[str, Any]], *words: str) -> bool:
+    return any(all(w in m for w in words) for m in notes(events))
+
+
+def value(setting: Any) -> str:
+    """An enum's value (transformers' SchedulerType, OptimizerNames) or the string itself."""
+    return str(getattr(setting, "value", setting))
+
+
+def trainable(model: Any) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def artifact_base(folder: Path) -> str:
+    info = json.loads((folder / "ftc_artifact.json").read_text(encoding="utf-8"))
+    return str(info["base_model"])
+
+
+def spec(model: str, method: str, signal: str, data: str, train: str, eval_: str) -> str:
+    return f"""spec "keys" {{
+  intent {{ goal behavior }}
+  model {{ {model} }}
+  method {method}
+  signal {signal}
+  data {{ {data} }}
+  train {{ {train} }}
+  eval {{ {eval_} }}
+}}
+"""
+
+
+def context(root: Path, text_: str, *, max_steps: int | None = None, allow: tuple[str, ...] = ()) -> TrainContext:
+    """The spec checked (data read) in `root` with its events in ctx.events; errors but `allow`ed ones fail."""
+    root.mkdir(parents=True, exist_ok=True)
+    events: list[dict[str, Any]] = []
+    ctx = F.context(root, text_, events, max_steps=max_steps, allow=("FT202", "FT217", *allow))
+    ctx.events = events  # type: ignore[attr-defined]
+    return ctx
+
+
+def events_of(ctx: TrainContext) -> list[dict[str, Any]]:
+    return ctx.events  # type: ignore[attr-defined, no-any-return]
+
+
+# ---------------------------------------------------------------------------------------------
+# What every backend applies itself: deduplication, evaluation (metrics, slices), latency warm-up
+
+
+def dedup_applied(ctx: TrainContext) -> bool:
+    """The plan's dedup node, run by the executor on the train split with its first row repeated,
+    removes the copy (the node exists only because the spec asks for `dedup`)."""
+    from ftc.compiler.plan import build_plan
+    from ftc.runtime.executor import LocalExecutor, RunState
+
+    plan = build_plan(ctx.checked)
+    node = next(n for n in plan.nodes if n.kind == "dedup")
+    state = RunState(plan, ctx.checked, ctx.run_dir, lambda e: None)
+    train = ctx.parts["train"]
+    copy = type(train)(train.name, [*train.rows, dict(train.rows[0])], [*train.paths, train.paths[0]],
+                       [*train.locations, train.locations[0]], train.location_kind, image_sha256=train.image_sha256)
+    state.parts = {**ctx.parts, "train": copy}
+    LocalExecutor().run(node, state)
+    return len(state.parts["train"].rows) == len(train.rows)
+
+
+def evaluation_applied(seen: Seen, ctx: TrainContext, backend: Any, declared: dict[str, str], slice_n: int,
+                       warmup: int) -> Any:
+    """The backend's evaluation of the base on `test` computes each declared metric (`declared`:
+    metric name -> the name it must report, e.g. f1 -> f1.weighted) and the spec's slice (with
+    `slice_n` rows); its latency measurement warms up with the spec's `latency_warmup`."""
+    result = backend.evaluate(ctx, None, "test")
+    for name, reported in declared.items():
+        seen("eval.metrics", name in result.metrics and reported in result.metrics
+             and result.metrics[name] == result.metrics[reported], f"evaluation reports `{name}` as `{reported}`")
+    seen("data.slices", result.slices and next(iter(result.slices.values()))["n"] == slice_n,
+         f"evaluation scores the slice ({slice_n} rows): {result.slices}")
+    latency = backend.measure_latency(ctx, None, "test", n=2)
+    seen("eval.latency_warmup", latency["warmup"] == warmup, f"latency warms up {latency['warmup']} requests")
+    return result
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods: one block per method with non-default values, and where each lands in the model
+
+
+ARCH = {  # the tiny models' module names
+    "bert": {"targets": ("query", "value"), "unfreeze": "layer.1", "freeze": "layer.1.output", "trained": ".layer.1.attention.",
+             "attention": "attention.output.dense", "ffn": "layer.0.output.dense", "lora_bias": "query.base_layer.bias",
+             "other_bias": "key.bias"},
+    "gpt2": {"targets": ("c_attn",), "unfreeze": "h.1", "freeze": "h.1.mlp", "trained": ".h.1.attn.",
+             "attention": "attn.c_proj", "ffn": "mlp.c_proj", "lora_bias": "c_attn.base_layer.bias",
+             "other_bias": "mlp.c_fc.bias"},
+}
+
+
+def method_block(kind: str, arch: str, head: str | None = None) -> str:
+    a = ARCH[arch]
+    targets = json.dumps(list(a["targets"]))
+    unfreeze = json.dumps([a["unfreeze"], head] if head else [a["unfreeze"]])
+    return {
+        "lora": f"lora {{ rank 4; alpha 12; dropout 0.2; targets {targets}; bias lora_only; merge true }}",
+        "qlora": (f"qlora {{ rank 2; alpha 6; dropout 0.0; targets {targets}; bias all; bits 4; quant_type fp4; "
+                  "double_quant false; compute_dtype fp32 }"),
+        "adapters": "adapters { bottleneck 8; placement both; dropout 0.1 }",
+        "prompt_tuning": 'prompt_tuning { virtual_tokens 3; init_text "please answer" }',
+        "prefix_tuning": "prefix_tuning { prefix_length 4; projection true }",
+        "full": f"full {{ unfreeze {unfreeze}; freeze {json.dumps([a['freeze']])} }}",
+    }[kind]
+
+
+class Attached:
+    """The model a backend's attach function returned, with what trained at that moment (a
+    reward model's LoRA is merged away later)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.trainable = trainable(model)
+        self.peft = dict(getattr(model, "peft_config", {}) or {})
+
+
+def attached(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[Attached]:
+    out: list[Attached] = []
+    real = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        model = real(*args, **kwargs)
+        out.append(Attached(model[0] if isinstance(model, tuple) else model))
+        return model
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return out
+
+
+def quantised(model: Any) -> bool:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return loading.is_quantized(inner)
+
+
+def method_applied(seen: Seen, kind: str, arch: str, got: Attached, quant: Any = None) -> None:
+    """The keys of method_block(kind, arch) in the attached model."""
+    a, names, p = ARCH[arch], got.trainable, f"method.{kind}"
+    cfg = got.peft.get("default")
+    if kind in ("lora", "qlora"):
+        rank, alpha, dropout = (4, 12, 0.2) if kind == "lora" else (2, 6, 0.0)
+        seen(f"{p}.rank", cfg.r == rank, f"peft r {cfg.r}")
+        seen(f"{p}.alpha", cfg.lora_alpha == alpha, f"peft lora_alpha {cfg.lora_alpha}")
+        seen(f"{p}.dropout", cfg.lora_dropout == dropout, f"peft lora_dropout {cfg.lora_dropout}")
+        seen(f"{p}.targets", set(cfg.target_modules) == set(a["targets"]), f"target_modules {cfg.target_modules}")
+        lora_bias = any(n.endswith(a["lora_bias"]) for n in names)
+        other_bias = any(n.endswith(a["other_bias"]) for n in names)
+        seen(f"{p}.bias", lora_bias and (other_bias if kind == "qlora" else not other_bias),
+             "biases train: the LoRA layers' only (lora_only), or every one (all)")
+    if kind == "qlora":
+        seen(f"{p}.bits", quant.load_in_4bit and quantised(got.model), "the base loaded in 4 bits")
+        seen(f"{p}.quant_type", quant.bnb_4bit_quant_type == "fp4", f"quant_type {quant.bnb_4bit_quant_type}")
+        seen(f"{p}.double_quant", quant.bnb_4bit_use_double_quant is False, "no double quantisation")
+        seen(f"{p}.compute_dtype", quant.bnb_4bit_compute_dtype == torch.float32, "fp32 compute")
+    if kind == "adapters":
+        from ftc.runtime.backends import bottleneck
+
+        modules = dict(got.model.named_modules())
+        wrapped = sorted(n for n, m in modules.items() if hasattr(m, bottleneck.ATTR))
+        adapter = getattr(modules[wrapped[0]], bottleneck.ATTR)
+        seen(f"{p}.bottleneck", adapter.down.out_features == 8, "adapters project down to 8")
+        seen(f"{p}.placement", any(n.endswith(a["attention"]) for n in wrapped)
+             and any(n.endswith(a["ffn"]) for n in wrapped), "adapters after attention and feed-forward outputs")
+        seen(f"{p}.dropout", adapter.dropout.p == 0.1, f"adapter dropout {adapter.dropout.p}")
+    if kind == "prompt_tuning":
+        seen(f"{p}.virtual_tokens", cfg.num_virtual_tokens == 3, f"num_virtual_tokens {cfg.num_virtual_tokens}")
+        seen(f"{p}.init_text", value(cfg.prompt_tuning_init) == "TEXT" and cfg.prompt_tuning_init_text == "please answer",
+             f"initialised from text ({value(cfg.prompt_tuning_init)})")
+    if kind == "prefix_tuning":
+        seen(f"{p}.prefix_length", cfg.num_virtual_tokens == 4, f"num_virtual_tokens {cfg.num_virtual_tokens}")
+        seen(f"{p}.projection", cfg.prefix_projection is True, "prefix_projection")
+    if kind == "full":
+        heads = ("classifier.", "score.")
+        seen(f"{p}.unfreeze", names and all(f".{a['unfreeze']}." in f".{n}" or n.startswith(heads) for n in names),
+             f"only {a['unfreeze']} (and the head) train")
+        seen(f"{p}.freeze", not any(f".{a['freeze']}." in f".{n}" for n in names) and any(a["trained"] in f".{n}"
+                                                                                          for n in names),
+             f"{a['freeze']} stays frozen inside {a['unfreeze']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimisation settings: FULL_TRAIN (and STAGE_TRAIN for RLHF stages), in trainer arguments
+
+
+FULL_TRAIN = ("steps 4; learning_rate 3e-3; schedule cosine; warmup 0.25; batch_size 4; grad_accum 2; precision bf16; "
+              "optimizer sgd; weight_decay 0.01; max_grad_norm 0.5; gradient_checkpointing true; seed 11; "
+              "early_stopping patience 1 on val.loss min_delta 100; checkpoints keep 1 every 1 steps")
+FULL = {"steps": 4, "learning_rate": 3e-3, "schedule": "cosine", "warmup": 1, "batch_size": 4, "grad_accum": 2,
+        "optimizer": "sgd", "weight_decay": 0.01, "max_grad_norm": 0.5, "gradient_checkpointing": True, "seed": 11,
+        "checkpoints": (1, 1)}
+STAGE_TRAIN = ("steps 3; learning_rate 2e-3; schedule constant; warmup 0.5; batch_size 2; grad_accum 3; precision fp32; "
+               "optimizer adamw_8bit; weight_decay 0.02; max_grad_norm 0.25; gradient_checkpointing false; seed 5; "
+               "checkpoints keep 2 every 2 steps")
+STAGE = {"steps": 3, "learning_rate": 2e-3, "schedule": "constant_with_warmup", "warmup": 2, "batch_size": 2,
+         "grad_accum": 3, "optimizer": "adamw_torch", "weight_decay": 0.02, "max_grad_norm": 0.25,
+         "gradient_checkpointing": False, "seed": 5, "checkpoints": (2, 2)}
+
+
+def trainer_args_applied(seen: Seen, args: Any, want: dict[str, Any], prefix: str = "train") -> None:
+    """The optimisation keys in TrainingArguments (or a TRL config): `want` as FULL or STAGE."""
+    p = prefix
+    checkpointing = getattr(args, "activation_checkpointing", None)
+    if checkpointing is None:
+        checkpointing = args.gradient_checkpointing
+    got = {"steps": args.max_steps, "learning_rate": args.learning_rate, "schedule": value(args.lr_scheduler_type),
+           "warmup": args.warmup_steps, "batch_size": args.per_device_train_batch_size,
+           "grad_accum": args.gradient_accumulation_steps, "optimizer": value(args.optim),
+           "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
+           "gradient_checkpointing": checkpointing, "seed": args.seed if args.data_seed == args.seed else None,
+           "checkpoints": (args.save_steps, args.save_total_limit)}
+    for name, expected in want.items():
+        seen(f"{p}.{name}", got[name] == expected, f"trainer arguments: {name} {got[name]!r}")
+
+
+def precision_said(seen: Seen, events: list[dict[str, Any]], key: str = "train.precision", stage: str | None = None,
+                   wanted: str = "bf16") -> None:
+    """`wanted` reached the run: on a CPU, bf16 trains in fp32 and a note says so (on a GPU: bf16)."""
+    start = next(e for e in events if e["event"] == "start" and (stage is None or e.get("stage") == stage))
+    fallback = wanted != "fp32" and not torch.cuda.is_available()
+    seen(key, start["requested_precision"] == wanted and (not fallback or has_note(events, f"precision {wanted}", "fp32")),
+         f"the start event records {wanted} asked for (on CPU a note says it trains in fp32)")
+
+
+def stopped_early(seen: Seen, result: Any, key: str = "train.early_stopping") -> None:
+    seen(key, result.stopped_early and result.steps == 2,
+         f"stopped at step {result.steps} of 4: no evaluation improved by min_delta 100 (patience 1)")
+
+
+# ---------------------------------------------------------------------------------------------
+# text.sft: classification (Trainer), generation and extraction (TRL SFTTrainer)
+
+
+TICKETS = (("train", ticket_rows(120, 1)), ("val", ticket_rows(30, 2)), ("test", ticket_rows(30, 3)))
+RELABELLED = ("account", "billing", "bug")  # the tiny BERT's head is billing, bug, account
+PRESPLIT = 'train "train.jsonl"; val "val.jsonl"; test "test.jsonl"; slice email where channel == "email"'
+
+
+def ticket_folder(root: Path) -> Path:
+    """Tickets under other column names (`body`, `category`) in train/val/test.jsonl."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, rows in TICKETS:
+        F.write_jsonl(root / f"{name}.jsonl", [{"body": r["text"], "category": r["label"], "channel": r["channel"]}
+                                                for r in rows])
+    return root
+
+
+def generation_folder(root: Path, rows: Callable[[int, int], list[dict[str, Any]]], n: int = 16) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, count, seed in (("train", n, 1), ("val", 4, 2), ("test", 4, 3)):
+        F.write_jsonl(root / f"{name}.jsonl", rows(count, seed))
+    (root / "schema.json").write_text(json.dumps(SCHEMA), encoding="utf-8")
+    return root
+
+
+def test_text_sft_applies_every_key_it_honours(tmp_path: Path, tiny_bert: Path, tiny_gpt2: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = Seen("text.sft")
+    _sft_classifier(seen, tmp_path / "classifier", tiny_bert, monkeypatch)
+    _sft_extraction(seen, tmp_path / "extraction", tiny_gpt2, monkeypatch)
+    _sft_chat(seen, tmp_path / "chat", tiny_gpt2, monkeypatch)
+    methods = (("bert", "adapters", "classification", ""), ("bert", "full", "classification", ""),
+               ("gpt2", "qlora", "generation", ""), ("gpt2", "lora", "generation", "quantize 4bit"))
+    for arch, kind, task, extra in methods:
+        base = tiny_bert if arch == "bert" else tiny_gpt2
+        root = ticket_folder(tmp_path / kind) if arch == "bert" else generation_folder(tmp_path / kind, gen_rows)
+        labels = 'labels ["billing", "bug", "account"]' if task == "classification" else ""
+        signal = 'sft { input "body"; target "category" }' if arch == "bert" else 'sft { input "prompt"; target "answer" }'
+        block = method_block(kind, arch, "classifier" if task == "classification" else None)
+        if extra:
+            block = "lora { rank 2 }"
+        ctx = context(root, spec(f'modality text; base "{base}"; task {task}; {labels} {extra}', block, signal, PRESPLIT,
+                                 "steps 1; batch_size 4; precision fp32", "metric loss; gate loss <= 99 on test"),
+                      allow=("FT203",))
+        quant = spy(monkeypatch, loading, "quantization_config")
+        got = attached(monkeypatch, text, "attach_method")
+        text.fit_sft(ctx)
+        if extra:
+            seen("model.quantize", quant[-1][2].load_in_4bit and quantised(got[0].model), "the base loaded in 4 bits")
+        else:
+            method_applied(seen, kind, arch, got[0], quant[-1][2])
+    seen.covers()
+
+
+def hub_base(monkeypatch: pytest.MonkeyPatch, root: Path, repo: str, folder: Path) -> Path:
+    """`folder` as `hf:repo` in a Hugging Face cache under `root`, at two commits (`main` is the
+    first): returns the snapshot of the second, REVISION, which the specs pin."""
+    from tests.hf_cache import cache_model
+
+    cache = root / "hf-cache"
+    cache_model(cache, repo, folder, "f" * 40)
+    snapshot = cache_model(cache, repo, folder, REVISION, refs=())
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return snapshot.resolve()
+
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def revision_applied(seen: Seen, loaded: Path, snapshot: Path) -> None:
+    seen("model.revision", loaded.resolve() == snapshot, f"the base loaded from the snapshot of {REVISION[:7]}")
+
+
+def _sft_classifier(seen: Seen, root: Path, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LoRA on the classifier, every optimisation key, labels in another order, length and dedup;
+    the base from the Hugging Face cache at a pinned revision."""
+    ticket_folder(root)
+    snapshot = hub_base(monkeypatch, root, "org/tiny-bert", base)
+    labels = ", ".join(json.dumps(x) for x in RELABELLED)
+    ctx = context(root, spec(
+        f'modality text; base "hf:org/tiny-bert"; revision "{REVISION[:7]}"; task classification; labels [{labels}]; '
+        "trust_remote_code true",
+        method_block("lora", "bert"), 'sft { input "body"; target "category" }',
+        f"{PRESPLIT}; max_length 7 drop; dedup exact", FULL_TRAIN,
+        "metric f1 weighted; metric accuracy; gate f1 >= 0.1 on test; latency_warmup 2"))
+    loads = loaded_with(monkeypatch)
+    trainers = spy(monkeypatch, text, "quiet")
+    got = attached(monkeypatch, text, "attach_method")
+    result = text.train_sft(ctx)
+    trainer = trainers[0][2]
+    model = trainer.model
+    method_applied(seen, "lora", "bert", got[0])
+    seen("method.lora.merge", result.merged_dir is not None and (result.merged_dir / "model.safetensors").is_file(),
+         f"merged model at {result.merged_dir}")
+    trainer_args_applied(seen, trainer.args, FULL)
+    stopped_early(seen, result)
+    precision_said(seen, events_of(ctx))
+    path, kwargs = loads[0]
+    seen("model.base", Path(path).resolve() == snapshot and Path(artifact_base(result.model_dir)).resolve() == snapshot,
+         f"loaded from {path}")
+    revision_applied(seen, Path(path), snapshot)
+    seen("model.task", type(model.get_base_model()).__name__ == "BertForSequenceClassification", "a sequence classifier")
+    seen("model.modality", type(model.get_base_model()).__module__.startswith("transformers."), "a transformers model")
+    seen("model.trust_remote_code", kwargs["trust_remote_code"] is True, "from_pretrained(trust_remote_code=True)")
+    seen("model.labels", model.config.id2label == dict(enumerate(RELABELLED)), f"id2label {model.config.id2label}")
+    tok = trainer.processing_class
+    fit = [r for r in ctx.parts["train"].rows if len(tok(r["body"])["input_ids"]) <= 7]
+    seen("data.max_length", 0 < len(fit) < len(ctx.parts["train"].rows) and len(trainer.train_dataset) == len(fit)
+         and has_note(events_of(ctx), "over 7 tokens"),
+         f"{len(trainer.train_dataset)} of {len(ctx.parts['train'].rows)} rows fit 7 tokens; the rest dropped")
+    label2id = {x: i for i, x in enumerate(RELABELLED)}
+    seen("signal.sft.input signal.sft.target",
+         trainer.train_dataset["labels"] == [label2id[r["category"]] for r in fit]
+         and tok.decode(trainer.train_dataset[0]["input_ids"], skip_special_tokens=True) == fit[0]["body"],
+         "each row's `body` is the input and its `category` the label")
+    seen("data.dedup", dedup_applied(ctx), "the dedup node removes a repeated training row")
+    emails = sum(r["channel"] == "email" for r in ctx.parts["test"].rows)
+    evaluation_applied(seen, ctx, text, {"f1": "f1.weighted", "accuracy": "accuracy"}, emails, 2)
+
+
+def _sft_extraction(seen: Seen, root: Path, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompt tuning on extraction: epochs, packing, max_length drop, the output schema."""
+    generation_folder(root, gen_rows, 24)
+    ctx = context(root, spec(
+        f'modality text; base "{base}"; task extraction; output_schema "schema.json"', method_block("prompt_tuning", "gpt2"),
+        'sft { input "prompt"; target "answer" }', f"{PRESPLIT}; max_length 52 drop",
+        "epochs 2; batch_size 8; learning_rate 1e-3; precision fp32; seed 3; packing true",
+        "metric exact_match; metric format_validity; gate exact_match >= 0.0 on test"))
+    from ftc.runtime import metrics
+    from ftc.runtime.backends import tokcache
+
+    trainers = spy(monkeypatch, text, "quiet")
+    given = spy(monkeypatch, tokcache, "sft_trainer")
+    got = attached(monkeypatch, text, "attach_method")
+    text.fit_sft(ctx)
+    trainer = trainers[0][2]
+    method_applied(seen, "prompt_tuning", "gpt2", got[0])
+    seen("train.epochs", trainer.args.num_train_epochs == 2 and trainer.state.epoch == pytest.approx(2),
+         f"trained {trainer.state.epoch} epochs")
+    rows = given[0][1]["train_dataset"]
+    tok = trainer.processing_class
+    fit = [r for r in ctx.parts["train"].rows if len(tok(r["prompt"] + r["answer"])["input_ids"]) + 1 <= 52]
+    seen("data.max_length", 0 < len(fit) < len(ctx.parts["train"].rows) and len(rows) == len(fit)
+         and trainer.args.max_length == 52, f"{len(rows)} rows of {len(ctx.parts['train'].rows)} fit 52 tokens")
+    seen("signal.sft.input signal.sft.target", rows[0] == {"prompt": fit[0]["prompt"], "completion": fit[0]["answer"]},
+         "prompt/completion rows from `prompt` and `answer`")
+    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    seen("train.packing", trainer.args.packing is True and set(lengths[:-1]) == {52} and min(
+        len(tok(r["prompt"] + r["answer"])["input_ids"]) for r in fit) < 51,
+         f"rows of 50-52 tokens packed into sequences of exactly 52: {lengths}")
+    schemas = spy(monkeypatch, metrics, "format_valid")
+    result = text.evaluate(ctx, None, "test")
+    seen("model.output_schema", schemas and all(call[0][1] == SCHEMA for call in schemas)
+         and "format_validity" in result.metrics, "format_validity checks replies against schema.json")
+    seen("model.task", type(trainer.model.get_base_model()).__name__ == "GPT2LMHeadModel", "a causal LM")
+
+
+def _sft_chat(seen: Seen, root: Path, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefix tuning on chat messages."""
+    generation_folder(root, chat_rows)
+    ctx = context(root, spec(
+        f'modality text; base "{base}"; task generation', method_block("prefix_tuning", "gpt2"),
+        'sft { messages "messages" }', PRESPLIT, "steps 1; batch_size 4; learning_rate 1e-3; precision fp32",
+        "metric loss; gate loss <= 99 on test"))
+    from ftc.runtime.backends import tokcache
+
+    trainers = spy(monkeypatch, text, "quiet")
+    given = spy(monkeypatch, tokcache, "sft_trainer")
+    got = attached(monkeypatch, text, "attach_method")
+    text.fit_sft(ctx)
+    method_applied(seen, "prefix_tuning", "gpt2", got[0])
+    rows = given[0][1]["train_dataset"]
+    seen("signal.sft.messages", rows[0] == {"messages": ctx.parts["train"].rows[0]["messages"]}
+         and trainers[0][2].args.assistant_only_loss is True, "chat rows, the loss on assistant turns")
