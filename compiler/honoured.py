@@ -81,16 +81,24 @@ TEXT_MODEL = _keys("model", ("trust_remote_code", "quantize", "revision"))
 _REWARD_DATA = ("format", "train", "val", "test", "source", "split", "seed", "stratify", "fields", "max_length",
                 "dedup")  # dedup: the plan's dedup node (runtime/executor.py) deduplicates the stage's train split
 
+# TRL's DPO and reward trainers (disable_dropout, on by default) and ftc's policy stage
+# (runtime/backends/policy.py) set every dropout of the model to 0 before training: the methods'
+# dropout settings do not reach the preference stages.
+NO_DROPOUT = frozenset({"method.lora.dropout", "method.qlora.dropout", "method.adapters.dropout"})
+# TRL clones the adapter as DPO's reference, and peft trains biases for one adapter only: `bias
+# lora_only` or `all` fails when DPO starts ("LoraModel supports only 1 adapter with bias").
+DPO_NO_BIAS = frozenset({"method.lora.bias", "method.qlora.bias"})
+
 HONOURED: dict[str, frozenset[str]] = {
     "text.sft": PIPELINE | EVALUATED | TRAIN | PEFT_TEXT | TEXT_MODEL | frozenset({
         "train.packing", "model.labels", "model.output_schema", "data.max_length",
         *_keys("signal.sft", ("input", "target", "messages")),
     }),
-    "text.dpo": PIPELINE | EVALUATED | TRAIN | PEFT_TEXT | TEXT_MODEL | frozenset({
+    "text.dpo": PIPELINE | EVALUATED | TRAIN | TEXT_MODEL | (PEFT_TEXT - NO_DROPOUT - DPO_NO_BIAS) | frozenset({
         "model.output_schema", "data.max_length",
         *_keys("signal.dpo", ("prompt", "chosen", "rejected", "beta")),
     }),
-    "text.rlhf": PIPELINE | EVALUATED | TRAIN | PEFT_TEXT | TEXT_MODEL | frozenset({
+    "text.rlhf": PIPELINE | EVALUATED | TRAIN | (PEFT_TEXT - NO_DROPOUT) | TEXT_MODEL | frozenset({
         "model.output_schema", "data.max_length",
         *_keys("signal.rlhf.reward", ("prompt", "chosen", "rejected")),
         *_keys("signal.rlhf.reward.data", _REWARD_DATA),

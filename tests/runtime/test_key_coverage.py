@@ -54,6 +54,18 @@ class Seen(dict[str, str]):
         assert not extra, f"{self.backend}: keys observed applied that HONOURED does not list: {extra}"
 
 
+class Unless:
+    """`seen`, but keys whose last part is in `omit` (not written, so not applied) are not observed."""
+
+    def __init__(self, seen: Seen, omit: tuple[str, ...]) -> None:
+        self.seen, self.omit = seen, omit
+
+    def __call__(self, keys: str, applied: Any, what: str) -> None:
+        kept = " ".join(k for k in keys.split() if k.rsplit(".", 1)[-1] not in self.omit)
+        if kept:
+            self.seen(kept, applied, what)
+
+
 def spy(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> Calls:
     """Record every call of owner.name (args, kwargs, result); the real function still runs."""
     calls: Calls = []
@@ -185,19 +197,23 @@ ARCH = {  # the tiny models' module names
 }
 
 
-def method_block(kind: str, arch: str, head: str | None = None) -> str:
+def method_block(kind: str, arch: str, head: str | None = None, omit: tuple[str, ...] = ()) -> str:
+    """`omit`: keys left out of the block (those the backend does not apply, which check refuses)."""
     a = ARCH[arch]
     targets = json.dumps(list(a["targets"]))
     unfreeze = json.dumps([a["unfreeze"], head] if head else [a["unfreeze"]])
-    return {
+    block = {
         "lora": f"lora {{ rank 4; alpha 12; dropout 0.2; targets {targets}; bias lora_only; merge true }}",
-        "qlora": (f"qlora {{ rank 2; alpha 6; dropout 0.0; targets {targets}; bias all; bits 4; quant_type fp4; "
+        "qlora": (f"qlora {{ rank 2; alpha 6; dropout 0.3; targets {targets}; bias all; bits 4; quant_type fp4; "
                   "double_quant false; compute_dtype fp32 }"),
         "adapters": "adapters { bottleneck 8; placement both; dropout 0.1 }",
         "prompt_tuning": 'prompt_tuning { virtual_tokens 3; init_text "please answer" }',
         "prefix_tuning": "prefix_tuning { prefix_length 4; projection true }",
         "full": f"full {{ unfreeze {unfreeze}; freeze {json.dumps([a['freeze']])} }}",
     }[kind]
+    head, body = block.split("{", 1)
+    kept = [c.strip() for c in body.rstrip("} ").split(";") if c.strip() and c.split()[0] not in omit]
+    return f"{head}{{ {'; '.join(kept)} }}"
 
 
 class Attached:
@@ -223,20 +239,49 @@ def attached(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[Att
     return out
 
 
+def dropouts_in_training(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, float]]:
+    """For each training that starts (a transformers Trainer's train(), ftc's loop.Loop.run()):
+    the p of every nn.Dropout in the model being trained, as training begins (a trainer may have
+    changed them: TRL's DPO and reward trainers disable dropout)."""
+    from ftc.runtime.backends import loop
+    from transformers import Trainer
+
+    out: list[dict[str, float]] = []
+
+    def snapshot(model: Any) -> None:
+        out.append({n: float(m.p) for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout)})
+
+    for owner, attr in ((Trainer, "train"), (loop.Loop, "run")):
+        real = getattr(owner, attr)
+
+        def wrapper(self: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            snapshot(self.model)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(owner, attr, wrapper)
+    return out
+
+
 def quantised(model: Any) -> bool:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return loading.is_quantized(inner)
 
 
-def method_applied(seen: Seen, kind: str, arch: str, got: Attached, quant: Any = None) -> None:
-    """The keys of method_block(kind, arch) in the attached model."""
+def method_applied(seen: Seen, kind: str, arch: str, got: Attached, quant: Any = None, omit: tuple[str, ...] = (),
+                   dropouts: dict[str, float] | None = None) -> None:
+    """The keys of method_block(kind, arch, omit=omit) in the attached model; `dropouts`: the
+    model's dropout modules as training began (dropouts_in_training), where dropout keys must show."""
+    seen = Unless(seen, omit)
     a, names, p = ARCH[arch], got.trainable, f"method.{kind}"
     cfg = got.peft.get("default")
     if kind in ("lora", "qlora"):
-        rank, alpha, dropout = (4, 12, 0.2) if kind == "lora" else (2, 6, 0.0)
+        rank, alpha = (4, 12) if kind == "lora" else (2, 6)
         seen(f"{p}.rank", cfg.r == rank, f"peft r {cfg.r}")
         seen(f"{p}.alpha", cfg.lora_alpha == alpha, f"peft lora_alpha {cfg.lora_alpha}")
-        seen(f"{p}.dropout", cfg.lora_dropout == dropout, f"peft lora_dropout {cfg.lora_dropout}")
+        drop = 0.2 if kind == "lora" else 0.3
+        lora = {n: q for n, q in (dropouts or {}).items() if "lora_dropout" in n}
+        seen(f"{p}.dropout", cfg.lora_dropout == drop and lora and set(lora.values()) == {drop},
+             f"LoRA dropout modules in training: {sorted(set(lora.values()))}")
         seen(f"{p}.targets", set(cfg.target_modules) == set(a["targets"]), f"target_modules {cfg.target_modules}")
         lora_bias = any(n.endswith(a["lora_bias"]) for n in names)
         other_bias = any(n.endswith(a["other_bias"]) for n in names)
@@ -256,7 +301,8 @@ def method_applied(seen: Seen, kind: str, arch: str, got: Attached, quant: Any =
         seen(f"{p}.bottleneck", adapter.down.out_features == 8, "adapters project down to 8")
         seen(f"{p}.placement", any(n.endswith(a["attention"]) for n in wrapped)
              and any(n.endswith(a["ffn"]) for n in wrapped), "adapters after attention and feed-forward outputs")
-        seen(f"{p}.dropout", adapter.dropout.p == 0.1, f"adapter dropout {adapter.dropout.p}")
+        held = {n: q for n, q in (dropouts or {}).items() if n.endswith(f"{bottleneck.ATTR}.dropout")}
+        seen(f"{p}.dropout", held and set(held.values()) == {0.1}, f"adapter dropout in training: {set(held.values())}")
     if kind == "prompt_tuning":
         seen(f"{p}.virtual_tokens", cfg.num_virtual_tokens == 3, f"num_virtual_tokens {cfg.num_virtual_tokens}")
         seen(f"{p}.init_text", value(cfg.prompt_tuning_init) == "TEXT" and cfg.prompt_tuning_init_text == "please answer",
@@ -368,11 +414,12 @@ def test_text_sft_applies_every_key_it_honours(tmp_path: Path, tiny_bert: Path, 
                       allow=("FT203",))
         quant = spy(monkeypatch, loading, "quantization_config")
         got = attached(monkeypatch, text, "attach_method")
+        drops = dropouts_in_training(monkeypatch)
         text.fit_sft(ctx)
         if extra:
             seen("model.quantize", quant[-1][2].load_in_4bit and quantised(got[0].model), "the base loaded in 4 bits")
         else:
-            method_applied(seen, kind, arch, got[0], quant[-1][2])
+            method_applied(seen, kind, arch, got[0], quant[-1][2], dropouts=drops[-1])
     seen.covers()
 
 
@@ -410,10 +457,11 @@ def _sft_classifier(seen: Seen, root: Path, base: Path, monkeypatch: pytest.Monk
     loads = loaded_with(monkeypatch)
     trainers = spy(monkeypatch, text, "quiet")
     got = attached(monkeypatch, text, "attach_method")
+    drops = dropouts_in_training(monkeypatch)
     result = text.train_sft(ctx)
     trainer = trainers[0][2]
     model = trainer.model
-    method_applied(seen, "lora", "bert", got[0])
+    method_applied(seen, "lora", "bert", got[0], dropouts=drops[-1])
     seen("method.lora.merge", result.merged_dir is not None and (result.merged_dir / "model.safetensors").is_file(),
          f"merged model at {result.merged_dir}")
     trainer_args_applied(seen, trainer.args, FULL)
@@ -456,9 +504,10 @@ def _sft_extraction(seen: Seen, root: Path, base: Path, monkeypatch: pytest.Monk
     trainers = spy(monkeypatch, text, "quiet")
     given = spy(monkeypatch, tokcache, "sft_trainer")
     got = attached(monkeypatch, text, "attach_method")
+    drops = dropouts_in_training(monkeypatch)
     text.fit_sft(ctx)
     trainer = trainers[0][2]
-    method_applied(seen, "prompt_tuning", "gpt2", got[0])
+    method_applied(seen, "prompt_tuning", "gpt2", got[0], dropouts=drops[-1])
     seen("train.epochs", trainer.args.num_train_epochs == 2 and trainer.state.epoch == pytest.approx(2),
          f"trained {trainer.state.epoch} epochs")
     rows = given[0][1]["train_dataset"]
@@ -491,8 +540,126 @@ def _sft_chat(seen: Seen, root: Path, base: Path, monkeypatch: pytest.MonkeyPatc
     trainers = spy(monkeypatch, text, "quiet")
     given = spy(monkeypatch, tokcache, "sft_trainer")
     got = attached(monkeypatch, text, "attach_method")
+    drops = dropouts_in_training(monkeypatch)
     text.fit_sft(ctx)
-    method_applied(seen, "prefix_tuning", "gpt2", got[0])
+    method_applied(seen, "prefix_tuning", "gpt2", got[0], dropouts=drops[-1])
     rows = given[0][1]["train_dataset"]
     seen("signal.sft.messages", rows[0] == {"messages": ctx.parts["train"].rows[0]["messages"]}
          and trainers[0][2].args.assistant_only_loss is True, "chat rows, the loss on assistant turns")
+
+
+# ---------------------------------------------------------------------------------------------
+# text.dpo
+
+
+def renamed_pairs(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Preference pairs under other column names: question / good / bad (and topic)."""
+    return [{"question": r["prompt"], "good": r["chosen"], "bad": r["rejected"], "topic": r["topic"]}
+            for r in F.preference_rows(n, seed)]
+
+
+@pytest.fixture(scope="module")
+def gpt2_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pairs.jsonl (40 renamed pairs), prompts.jsonl (policy prompts), schema.json and a tiny GPT-2 over their text."""
+    root = tmp_path_factory.mktemp("pairs")
+    pairs = renamed_pairs(40)
+    prompts = [{"question": r["prompt"], "reference": r["reference"], "topic": "export"} for r in F.prompt_rows(30)]
+    F.write_jsonl(root / "pairs.jsonl", pairs)
+    F.write_jsonl(root / "prompts.jsonl", prompts)
+    (root / "schema.json").write_text(json.dumps(SCHEMA), encoding="utf-8")
+    texts = [v for r in pairs + prompts for v in r.values() if isinstance(v, str)]
+    F.make_tiny_gpt2(root / "model", texts)
+    return root
+
+
+def pair_length(tok: Any, row: dict[str, Any]) -> int:
+    """Tokens of a pair's longer side, as `max_length N drop` counts them (preference_common.fits)."""
+    prompt = row["question"] + "\n"
+    return max(len(tok(prompt + row[side])["input_ids"]) + 1 for side in ("good", "bad"))
+
+
+def median_length(folder: Path, rows: list[dict[str, Any]]) -> int:
+    tok = loading.load_tokenizer(folder / "model")
+    return sorted(pair_length(tok, r) for r in rows)[len(rows) // 2]
+
+
+def project(root: Path, shared: Path, *names: str) -> Path:
+    """A fresh spec folder beside `shared`'s data and model (symlinked)."""
+    root.mkdir(parents=True)
+    for name in names:
+        (root / name).symlink_to(shared / name)
+    return root
+
+
+DPO_OMIT = ("bias", "dropout")  # not applied by DPO (compiler/honoured.py says why)
+DPO_SIGNAL = 'dpo { prompt "question"; chosen "good"; rejected "bad"; beta 0.3 }'
+
+
+def test_text_dpo_applies_every_key_it_honours(tmp_path: Path, gpt2_pairs: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftc.runtime import metrics
+    from ftc.runtime.backends import preference
+    from ftc.runtime.backends import preference_common as pc
+
+    seen = Seen("text.dpo")
+    root = project(tmp_path / "lora", gpt2_pairs, "pairs.jsonl", "schema.json")
+    snapshot = hub_base(monkeypatch, root, "org/tiny-gpt2", gpt2_pairs / "model")
+    limit = median_length(gpt2_pairs, renamed_pairs(40))
+    ctx = context(root, spec(
+        f'modality text; base "hf:org/tiny-gpt2"; revision "{REVISION[:7]}"; task generation; trust_remote_code true; '
+        'output_schema "schema.json"', method_block("lora", "gpt2", omit=DPO_OMIT), DPO_SIGNAL,
+        f'source "pairs.jsonl"; split 60/20/20; max_length {limit} drop; dedup exact; slice export where topic == "export"',
+        FULL_TRAIN, "metric accuracy; metric format_validity; gate accuracy >= 0.0 on test; latency_warmup 2"))
+    loads = loaded_with(monkeypatch)
+    args = spy(monkeypatch, text, "training_arguments")
+    trainers = spy(monkeypatch, pc, "fit")
+    fits = spy(monkeypatch, pc, "fits")
+    got = attached(monkeypatch, text, "attach_method")
+    drops = dropouts_in_training(monkeypatch)
+    result = preference.train_dpo(ctx)
+    trainer_args_applied(seen, args[0][2], FULL)
+    stopped_early(seen, result)
+    precision_said(seen, events_of(ctx))
+    method_applied(seen, "lora", "gpt2", got[0], omit=DPO_OMIT, dropouts=drops[-1])
+    seen("method.lora.merge", result.merged_dir is not None and (result.merged_dir / "model.safetensors").is_file(),
+         f"merged model at {result.merged_dir}")
+    path, kwargs = loads[0]
+    seen("model.base", Path(path).resolve() == snapshot, f"loaded from {path}")
+    revision_applied(seen, Path(path), snapshot)
+    seen("model.trust_remote_code", kwargs["trust_remote_code"] is True, "from_pretrained(trust_remote_code=True)")
+    seen("model.task model.modality", type(trainers[0][0][1].model.get_base_model()).__name__ == "GPT2LMHeadModel",
+         "a transformers causal LM")
+    seen("signal.dpo.beta", args[0][2].beta == 0.3, f"DPOConfig beta {args[0][2].beta}")
+    given, kept = fits[0][0][0], fits[0][2]
+    first = ctx.parts["train"].rows[0]
+    seen("signal.dpo.prompt signal.dpo.chosen signal.dpo.rejected",
+         given[0] == {"prompt": first["question"] + "\n", "chosen": first["good"], "rejected": first["bad"]},
+         "pairs from `question`, `good` and `bad`")
+    seen("data.max_length", 0 < len(kept) < len(given) and args[0][2].max_length == limit
+         and has_note(events_of(ctx), f"over {limit} tokens"), f"{len(kept)} of {len(given)} pairs fit {limit} tokens")
+    seen("data.dedup", dedup_applied(ctx), "the dedup node removes a repeated training pair")
+    schemas = spy(monkeypatch, metrics, "format_valid")
+    exports = sum(r["topic"] == "export" for r in ctx.parts["test"].rows)
+    evaluation_applied(seen, ctx, preference, {"accuracy": "accuracy", "format_validity": "format_validity"}, exports, 2)
+    seen("model.output_schema", schemas and all(call[0][1] == SCHEMA for call in schemas),
+         "format_validity checks replies against schema.json")
+    for kind, extra, train in (("full", "", "epochs 2; batch_size 8"), ("adapters", "", "steps 1; batch_size 4"),
+                               ("prompt_tuning", "quantize 4bit", "steps 1; batch_size 4"),
+                               ("prefix_tuning", "", "steps 1; batch_size 4"), ("qlora", "", "steps 1; batch_size 4")):
+        where = project(tmp_path / kind, gpt2_pairs, "pairs.jsonl", "model")
+        ctx = context(where, spec(f'modality text; base "model"; task generation; {extra}',
+                                  method_block(kind, "gpt2", omit=DPO_OMIT), DPO_SIGNAL, 'source "pairs.jsonl"; split 60/20/20', f"{train}; precision fp32",
+                                  "metric accuracy; gate accuracy >= 0.0 on test"), allow=("FT203",))
+        quant = spy(monkeypatch, loading, "quantization_config")
+        got = attached(monkeypatch, text, "attach_method")
+        drops = dropouts_in_training(monkeypatch)
+        trainers = spy(monkeypatch, pc, "fit")
+        preference.fit_dpo(ctx)
+        method_applied(seen, kind, "gpt2", got[0], quant[-1][2], omit=DPO_OMIT, dropouts=drops[-1])
+        if kind == "full":
+            trainer = trainers[0][0][1]
+            seen("train.epochs", trainer.args.num_train_epochs == 2 and trainer.state.epoch == pytest.approx(2),
+                 f"trained {trainer.state.epoch} epochs")
+        if extra:
+            seen("model.quantize", quant[-1][2].load_in_4bit and quantised(got[0].model), "the base loaded in 4 bits")
+    seen.covers()

@@ -52,7 +52,7 @@ def test_roles_without_a_reason_are_refused_when_the_schema_is_built() -> None:
 
 def test_describe_shows_who_reads_a_key_and_why() -> None:
     fields = s.schema_fields(s.Budget)
-    assert s.describe(fields["max_time"]) == "wall-clock limit, e.g. 2h"
+    assert s.describe(fields["max_time"]) == "wall-clock limit, e.g. 2h"  # a run key: its doc alone
     shown = s.describe(fields["gpus"])
     assert shown.startswith("GPUs per node (estimate-only: ") and "one process" in shown
 
@@ -115,14 +115,13 @@ def test_written_keys_spell_the_paths_of_what_a_spec_writes(tmp_path: Path) -> N
                        "data.split", "data.fields", "eval.metrics", "eval.gates"]
     spans = dict(h.written_keys(result.checked.spec))
     assert spans["signal.rlhf.reward.data.dedup"].line == 6  # where the user wrote it
-    assert set(written) - h.honoured("text.rlhf", "generation") == {"intent.goal",
-                                                                    "signal.rlhf.reward.data.dedup"}
+    assert set(written) - h.honoured("text.rlhf", "generation") == {"intent.goal"}  # a check-only key
 
 
 def test_key_reference_lists_every_key_with_its_role() -> None:
     table = h.key_reference()
     assert table.count("\n| `") == len(KEYS)
-    assert "| `budget.max_time` | run | none: no backend stops training" in table
+    assert "| `method.qlora.merge` | run | none: an update merged into a 4-bit base" in table
     assert "| `method.lora.rank` | run | text.sft, text.dpo, text.rlhf, text.contrastive, vision, multimodal |" in table
     assert "| `intent.owner` | record | for people:" in table
 
