@@ -321,10 +321,12 @@ def test_an_8bit_optimizer_off_cuda_is_adamw_and_said(tmp_path: Path, resnet: Pa
 
 
 def test_a_hub_base_is_refused_with_how_to_save_it_locally(tmp_path: Path, images: Path) -> None:
-    ctx = _ctx(tmp_path, Path("timm:resnet18"), images)
-    with pytest.raises(ValueError, match="is a hub id, and ftc does not download at run time") as err:
-        vision.train(ctx)
-    assert "timm.models.save_for_hf" in str(err.value) and not (tmp_path / "run" / "checkpoints").exists()
+    """`ftc check` refuses a timm hub name (FT155) with the runtime's own words, before any run."""
+    path = tmp_path / "spec.ftspec"
+    path.write_text(_spec(Path("timm:resnet18"), images, method="full { }",
+                          train="epochs 2; batch_size 8; learning_rate 3e-3; precision fp32; seed 7"), encoding="utf-8")
+    [hub] = [d for d in check_file(path, CheckOptions()).diagnostics if d.code == "FT155"]
+    assert "timm.models.save_for_hf" in hub.help
 
 
 def test_images_are_decoded_when_a_batch_needs_them_and_broken_files_stop_the_run_first(tmp_path: Path,
