@@ -663,3 +663,206 @@ def test_text_dpo_applies_every_key_it_honours(tmp_path: Path, gpt2_pairs: Path,
         if extra:
             seen("model.quantize", quant[-1][2].load_in_4bit and quantised(got[0].model), "the base loaded in 4 bits")
     seen.covers()
+
+
+# ---------------------------------------------------------------------------------------------
+# text.rlhf: a reward model (TRL RewardTrainer), then the policy (RLOO/GRPO) scored by it
+
+
+RLHF_OMIT = ("bias", "dropout")  # not applied by the preference trainers (compiler/honoured.py says why)
+PROMPTS = 'source "prompts.jsonl"; split 70/15/15; slice export where topic == "export"'
+REWARD_PAIRS = 'prompt "question"; chosen "good"; rejected "bad"'
+
+
+def rlhf_signal(reward: str = "", policy: str = "") -> str:
+    return f"rlhf {{\n    reward {{ {REWARD_PAIRS}; {reward} }}\n    policy {{ {policy} }}\n  }}"
+
+
+def stage_dedup_applied(ctx: TrainContext) -> bool:
+    """As dedup_applied, for the reward stage's own train split."""
+    from ftc.compiler.plan import build_plan
+    from ftc.runtime.executor import LocalExecutor, RunState
+
+    plan = build_plan(ctx.checked)
+    node = next(n for n in plan.nodes if n.kind == "dedup")
+    state = RunState(plan, ctx.checked, ctx.run_dir, lambda e: None)
+    train = ctx.stage_parts["train"]
+    copy = type(train)(train.name, [*train.rows, dict(train.rows[0])], [*train.paths, train.paths[0]],
+                       [*train.locations, train.locations[0]], train.location_kind)
+    state.parts, state.stage_parts = dict(ctx.parts), {**ctx.stage_parts, "train": copy}
+    LocalExecutor().run(node, state)
+    return len(state.stage_parts["train"].rows) == len(train.rows)
+
+
+def stage_split(path: Path, fields: dict[str, str], ratios: tuple[float, ...], seed: int, stratify: str) -> Any:
+    """The train part the compiler's split gives the file (read as jsonl, renamed by `fields`)."""
+    from ftc.compiler.data.contracts import apply_mapping
+    from ftc.compiler.data.readers import read_table
+    from ftc.compiler.data.splits import split_source
+
+    table = read_table(path, path.name, "jsonl")
+    table.rows = apply_mapping(table.rows, fields)
+    return split_source(table, ratios, "random", None, seed, stratify)[0]["train"].rows
+
+
+def early_stopping_callback(trainer: Any) -> Any:
+    return next((cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "EarlyStoppingCallback"), None)
+
+
+def test_text_rlhf_applies_every_key_it_honours(tmp_path: Path, gpt2_pairs: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = Seen("text.rlhf")
+    _rlhf_stage_reward_train(seen, tmp_path / "reward-train", gpt2_pairs, monkeypatch)
+    _rlhf_stage_policy_train(seen, tmp_path / "policy-train", gpt2_pairs, monkeypatch)
+    _rlhf_methods(seen, tmp_path, gpt2_pairs, monkeypatch)
+    seen.covers()
+
+
+def _rlhf_train(monkeypatch: pytest.MonkeyPatch, ctx: TrainContext) -> dict[str, Any]:
+    """Both stages, with what they were given: arguments, trainers, fits, attached models."""
+    from ftc.runtime.backends import preference
+    from ftc.runtime.backends import preference_common as pc
+    from ftc.runtime.backends import reward as reward_module
+
+    got = {"args": spy(monkeypatch, text, "training_arguments"), "trainers": spy(monkeypatch, pc, "fit"),
+           "fits": spy(monkeypatch, pc, "fits"), "attached": attached(monkeypatch, text, "attach_method"),
+           "loads": loaded_with(monkeypatch), "classifier": spy(monkeypatch, reward_module, "_base_classifier"),
+           "quant": spy(monkeypatch, loading, "quantization_config"), "drops": dropouts_in_training(monkeypatch)}
+    got["reward"] = preference.train_reward(ctx)
+    got["policy"] = preference.train_policy(ctx, got["reward"].model_dir)
+    return got
+
+
+STAGE_OPTIMIZER = "adamw_bnb_8bit" if torch.cuda.is_available() else "adamw_torch"  # adamw_8bit needs CUDA
+
+
+def _rlhf_stage_reward_train(seen: Seen, root: Path, shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LoRA; the reward stage's own data (renamed, split, seeded, stratified, cut) and train block;
+    the policy on the spec's train block, GRPO with its own prompt field, generations and KL."""
+    from ftc.runtime import metrics
+    from ftc.runtime.backends import preference
+
+    project(root, shared, "prompts.jsonl", "schema.json")
+    pairs = [{"q": r["question"], "good": r["good"], "bad": r["bad"], "topic": r["topic"]} for r in renamed_pairs(40)]
+    F.write_jsonl(root / "pairs.data", pairs)
+    snapshot = hub_base(monkeypatch, root, "org/tiny-gpt2", shared / "model")
+    limit = median_length(shared, renamed_pairs(40))
+    reward_data = (f'data {{ format jsonl; source "pairs.data"; split 60/20/20; seed 5; stratify "topic"; '
+                   f'max_length {limit} drop; dedup exact; fields {{ question "q" }} }}')
+    ctx = context(root, spec(
+        f'modality text; base "hf:org/tiny-gpt2"; revision "{REVISION[:7]}"; task generation; trust_remote_code true; '
+        'output_schema "schema.json"', method_block("lora", "gpt2", omit=RLHF_OMIT),
+        rlhf_signal(f"{reward_data}; train {{ {STAGE_TRAIN}; early_stopping patience 2 on val.loss }}",
+                    'algorithm grpo; prompt "question"; generations 3; kl_coef 0.2'),
+        f"{PROMPTS}; max_length 40; dedup exact", FULL_TRAIN,
+        "metric loss; metric format_validity; gate loss <= 99 on test; latency_warmup 2"))
+    got = _rlhf_train(monkeypatch, ctx)
+    (reward_args, policy_args), (reward_trainer, policy_trainer) = [c[2] for c in got["args"]], [
+        c[0][1] for c in got["trainers"]]
+    # the reward stage: its own train block and data
+    trainer_args_applied(seen, reward_args, {**STAGE, "optimizer": STAGE_OPTIMIZER}, "signal.rlhf.reward.train")
+    precision_said(seen, events_of(ctx), "signal.rlhf.reward.train.precision", "reward", "fp32")
+    es = early_stopping_callback(reward_trainer)
+    seen("signal.rlhf.reward.train.early_stopping", es is not None and es.early_stopping_patience == 2
+         and es.early_stopping_threshold == 0 and reward_args.metric_for_best_model == "loss",
+         "the reward trainer stops early on val loss, patience 2")
+    given, kept = got["fits"][0][0][0], got["fits"][0][2]
+    train = ctx.stage_parts["train"].rows
+    seen("signal.rlhf.reward.prompt signal.rlhf.reward.chosen signal.rlhf.reward.rejected",
+         given[0] == {"prompt": train[0]["question"] + "\n", "chosen": train[0]["good"], "rejected": train[0]["bad"]},
+         "reward pairs from `question`, `good` and `bad`")
+    seen("signal.rlhf.reward.data.fields", "question" in train[0] and "q" not in train[0]
+         and train[0]["question"] in {r["q"] for r in pairs},
+         "the stage's rows renamed q -> question")
+    expected = stage_split(root / "pairs.data", {"question": "q"}, (0.6, 0.2, 0.2), 5, "topic")
+    seen("signal.rlhf.reward.data.format signal.rlhf.reward.data.source signal.rlhf.reward.data.split "
+         "signal.rlhf.reward.data.seed signal.rlhf.reward.data.stratify",
+         train == expected and 20 <= len(train) <= 28 and train != stage_split(root / "pairs.data", {"question": "q"},
+                                                                       (0.6, 0.2, 0.2), 0, "topic"),
+         f"the reward trains on the seed-5 stratified 60% of pairs.data (read as jsonl), not the seed-0 one "
+         f"({len(train)} rows)")
+    seen("signal.rlhf.reward.data.max_length", got["fits"][0][0][2] == limit and 0 < len(kept) < len(given),
+         f"{len(kept)} of {len(given)} reward pairs fit {limit} tokens (the spec's data says 40)")
+    seen("signal.rlhf.reward.data.dedup", stage_dedup_applied(ctx), "the dedup node removes a repeated reward pair")
+    # the policy: the spec's train block, its own settings
+    trainer_args_applied(seen, policy_args, FULL)
+    precision_said(seen, events_of(ctx), stage="policy (grpo)")
+    seen("signal.rlhf.policy.algorithm", type(policy_trainer).__name__ == "FtcGRPOTrainer", type(policy_trainer).__name__)
+    seen("signal.rlhf.policy.generations", policy_args.num_generations == 3, f"num_generations {policy_args.num_generations}")
+    seen("signal.rlhf.policy.kl_coef", policy_args.beta == 0.2, f"beta {policy_args.beta}")
+    prompts = policy_trainer.train_dataset["prompt"]
+    seen("signal.rlhf.policy.prompt", prompts[0] == ctx.parts["train"].rows[0]["question"] + "\n",
+         "the policy's prompts are the `question` field")
+    seen("data.max_length", policy_args.max_completion_length == 20, "replies of 40 // 2 tokens within max_length 40")
+    method_applied(seen, "lora", "gpt2", got["attached"][0], omit=RLHF_OMIT)
+    method_applied(seen, "lora", "gpt2", got["attached"][1], omit=RLHF_OMIT)
+    seen("method.lora.merge", got["policy"].merged_dir is not None, f"the policy merged at {got['policy'].merged_dir}")
+    path, kwargs = got["loads"][0]
+    seen("model.base", Path(path).resolve() == snapshot == Path(got["classifier"][0][0][0]).resolve(),
+         f"both stages load {path}")
+    revision_applied(seen, Path(path), snapshot)
+    seen("model.trust_remote_code", kwargs["trust_remote_code"] is True and got["classifier"][0][0][1] is True,
+         "both stages load with trust_remote_code")
+    seen("model.task model.modality", type(policy_trainer.model.get_base_model()).__name__ == "GPT2LMHeadModel",
+         "a transformers causal LM")
+    seen("data.dedup", dedup_applied(ctx), "the dedup node removes a repeated policy prompt")
+    schemas = spy(monkeypatch, metrics, "format_valid")
+    exports = sum(r["topic"] == "export" for r in ctx.parts["test"].rows)
+    evaluation_applied(seen, ctx, preference, {"loss": "loss", "format_validity": "format_validity"}, exports, 2)
+    seen("model.output_schema", schemas and all(call[0][1] == SCHEMA for call in schemas),
+         "format_validity checks replies against schema.json")
+
+
+def _rlhf_stage_policy_train(seen: Seen, root: Path, shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full fine-tune; the reward stage on pre-split files and the spec's train block (it stops
+    early); the policy's own train block."""
+    project(root, shared, "prompts.jsonl", "model")
+    pairs = renamed_pairs(40)
+    for name, rows in (("rtrain", pairs[:24]), ("rval", pairs[24:32]), ("rtest", pairs[32:])):
+        F.write_jsonl(root / f"{name}.jsonl", rows)
+    policy_train = STAGE_TRAIN
+    ctx = context(root, spec(
+        'modality text; base "model"; task generation', method_block("full", "gpt2"),
+        rlhf_signal('data { train "rtrain.jsonl"; val "rval.jsonl"; test "rtest.jsonl" }',
+                    f'prompt "question"; train {{ {policy_train} }}'),
+        PROMPTS, FULL_TRAIN, "metric loss; gate loss <= 99 on test"), allow=("FT203",))
+    got = _rlhf_train(monkeypatch, ctx)
+    policy_args = got["args"][1][2]
+    trainer_args_applied(seen, policy_args, {**STAGE, "optimizer": STAGE_OPTIMIZER}, "signal.rlhf.policy.train")
+    precision_said(seen, events_of(ctx), "signal.rlhf.policy.train.precision", "policy (rloo)", "fp32")
+    stopped_early(seen, got["reward"])  # the spec's early_stopping, in the reward stage
+    given = got["fits"][0][0][0]
+    seen("signal.rlhf.reward.data.train signal.rlhf.reward.data.val signal.rlhf.reward.data.test",
+         [r["chosen"] for r in given] == [r["good"] for r in pairs[:24]]
+         and sorted(ctx.stage_parts) == ["test", "train", "val"] and len(ctx.stage_parts["val"].rows) == 8,
+         "the reward trains on rtrain.jsonl, validates on rval.jsonl")
+    method_applied(seen, "full", "gpt2", got["attached"][1], dropouts=got["drops"][-1])
+
+
+def _rlhf_methods(seen: Seen, tmp_path: Path, shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adapters and QLoRA (one step per stage; prompt and prefix tuning do not run through RLHF:
+    compiler/honoured.py RLHF_FAILS), a quantised base; epochs reach both stages' arguments."""
+    cases = (("adapters", "", "epochs 2", "", ""), ("qlora", "", "", "", ""), ("lora", "quantize 4bit", "", "epochs 3", "epochs 4"))
+    pairs = renamed_pairs(40)
+    for kind, extra, train, reward_train, policy_train in cases:
+        root = project(tmp_path / kind, shared, "prompts.jsonl", "model")
+        F.write_jsonl(root / "pairs.jsonl", pairs)
+        reward = 'data { source "pairs.jsonl"; split 80/20 }' + (f"; train {{ {reward_train} }}" if reward_train else "")
+        policy = 'prompt "question"' + (f"; train {{ {policy_train} }}" if policy_train else "")
+        block = "lora { rank 2 }" if extra else method_block(kind, "gpt2", omit=RLHF_OMIT)
+        ctx = context(root, spec(f'modality text; base "model"; task generation; {extra}', block,
+                                 rlhf_signal(reward, policy),
+                                 PROMPTS, f"batch_size 4; precision fp32; {train}",
+                                 "metric loss; gate loss <= 99 on test"), max_steps=1)
+        got = _rlhf_train(monkeypatch, ctx)
+        for stage in (0, 1) if not extra else ():
+            method_applied(seen, kind, "gpt2", got["attached"][stage], got["quant"][-1][2], omit=RLHF_OMIT,
+                           dropouts=got["drops"][stage])
+        epochs = [c[2].num_train_epochs for c in got["args"]]
+        if train:
+            seen("train.epochs", epochs == [2, 2], f"both stages' arguments: {epochs} epochs")
+        if reward_train:
+            seen("signal.rlhf.reward.train.epochs signal.rlhf.policy.train.epochs", epochs == [3, 4],
+                 f"the stages' own epochs: {epochs}")
+        if extra:
+            seen("model.quantize", all(quantised(a.model) for a in got["attached"]), "both stages load the base in 4 bits")
