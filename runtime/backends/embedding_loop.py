@@ -22,8 +22,8 @@ from ftc.runtime.backends import loop, text
 from ftc.runtime.backends.loading import virtual_positions
 from ftc.runtime.backends.loop import _optimizer, device_of, load_weights  # re-exported
 
-__all__ = ["Loop", "_optimizer", "batch_loss", "batches", "device_of", "embed", "encode", "info_nce", "load_weights",
-           "max_len", "mean_pool", "split_loss", "total_steps", "triples", "triples_of"]
+__all__ = ["Loop", "_optimizer", "batch_loss", "batches", "device_of", "drop_long", "embed", "encode", "info_nce",
+           "load_weights", "max_len", "mean_pool", "split_loss", "total_steps", "triples", "triples_of"]
 
 Triple = tuple[str, str, str | None]
 
@@ -104,6 +104,20 @@ def max_len(ctx: TrainContext, model: Any) -> int:
     return min(limit, data.max_length.tokens) if data is not None and data.max_length is not None else limit
 
 
+def drop_long(ctx: TrainContext, tok: Any, items: list[Triple], limit: int, rec: text.Recorder,
+              split: str) -> list[Triple]:
+    """`max_length N drop`: the triples whose every text fits in `limit` tokens (special tokens
+    counted, as the encoder sees them), the rest left out and said; `truncate` (the default)
+    keeps them all and cuts each text when it is encoded."""
+    data = ctx.spec.data
+    if data is None or data.max_length is None or data.max_length.policy != "drop":
+        return items
+    kept = [t for t in items if all(len(tok(x)["input_ids"]) <= limit for x in t if x is not None)]
+    if len(kept) < len(items):
+        rec.note(f"dropped {len(items) - len(kept)} {split} row(s) over {limit} tokens")
+    return kept
+
+
 def split_loss(model: Any, tok: Any, items: list[Triple], batch: int, temperature: float, max_length: int) -> float:
     import torch
 
@@ -123,9 +137,11 @@ class Loop(loop.Loop):
     in-batch negatives; the multimodal ClipLoop refines it for image-caption pairs."""
 
     def setup(self) -> None:
-        """Fill `items` (training examples) and `val` (validation examples): text triples here."""
+        """Fill `items` (training examples) and `val` (validation examples): text triples here,
+        without those `max_length N drop` leaves out."""
         self.max_length = max_len(self.ctx, self.model)
-        self.items, self.val = triples(self.ctx, "train"), triples(self.ctx, "val")
+        self.items = drop_long(self.ctx, self.tok, triples(self.ctx, "train"), self.max_length, self.rec, "train")
+        self.val = drop_long(self.ctx, self.tok, triples(self.ctx, "val"), self.max_length, self.rec, "val")
 
     def planned_steps(self) -> int:
         return total_steps(self.ctx, len(self.items))

@@ -866,3 +866,144 @@ def _rlhf_methods(seen: Seen, tmp_path: Path, shared: Path, monkeypatch: pytest.
                  f"the stages' own epochs: {epochs}")
         if extra:
             seen("model.quantize", all(quantised(a.model) for a in got["attached"]), "both stages load the base in 4 bits")
+
+
+# ---------------------------------------------------------------------------------------------
+# ftc's own training loop (runtime/backends/loop.py): text contrastive, vision, multimodal
+
+
+def loop_spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """What the loop did: its instances (as each run starts), the permutations it drew (n, seed,
+    epoch), the clipping norm of each optimizer step, the micro-batches of each step."""
+    from ftc.runtime.backends import loop
+
+    out: dict[str, list[Any]] = {"loops": [], "perms": [], "clips": [], "steps": []}
+    run, step = loop.Loop.run, loop.Loop._step
+
+    def on_run(self: Any) -> Any:
+        out["loops"].append(self)
+        return run(self)
+
+    def on_step(self: Any, group: list[list[Any]], first: int) -> float:
+        out["steps"].append((len(group), len(group[0])))
+        return float(step(self, group, first))
+
+    monkeypatch.setattr(loop.Loop, "run", on_run)
+    monkeypatch.setattr(loop.Loop, "_step", on_step)
+    perms = spy(monkeypatch, loop, "_permutation")
+    clips = spy(monkeypatch, loop, "optimizer_step")
+    out["perms"], out["clips"] = perms, clips
+    return out
+
+
+def loop_applied(seen: Seen, spies: dict[str, list[Any]], events: list[dict[str, Any]]) -> Any:
+    """FULL_TRAIN's optimisation keys in ftc's loop; returns the loop."""
+    lp = spies["loops"][0]
+    lrs = [e["lr"] for e in events if e["event"] == "step"]
+    seen("train.steps", lp.total == 4, f"the loop plans {lp.total} steps")
+    seen("train.early_stopping", lp.state.stopped_early and lp.state.step == 2,
+         f"stopped at step {lp.state.step} of 4: no evaluation improved by min_delta 100 (patience 1)")
+    seen("train.learning_rate", lp.optimizer.defaults["lr"] == 3e-3, "the optimizer's lr 3e-3")
+    seen("train.warmup", lrs[0] == pytest.approx(3e-3), f"step 1 ends a one-step warm-up at the peak: lr {lrs[0]:.3g}")
+    seen("train.schedule", lrs[1] == pytest.approx(3e-3 * 0.75), f"step 2: cosine decay to {lrs[1]:.3g} (linear: 2e-3)")
+    seen("train.batch_size train.grad_accum", spies["steps"][0] == (2, 4), f"micro-batches per step: {spies['steps'][0]}")
+    seen("train.optimizer", isinstance(lp.optimizer, torch.optim.SGD), type(lp.optimizer).__name__)
+    seen("train.weight_decay", lp.optimizer.param_groups[0]["weight_decay"] == 0.01, "weight_decay 0.01")
+    seen("train.max_grad_norm", {c[0][4] for c in spies["clips"]} == {0.5}, "gradients clipped at 0.5")
+    seen("train.seed", {c[0][1] for c in spies["perms"]} == {11}, "batches drawn from seed 11")
+    seen("train.checkpoints", lp.every == 1 and lp.keep == 1
+         and [e["step"] for e in events if e["event"] == "eval"] == [1, 2], "a checkpoint (and validation) every step, keep 1")
+    cpu = not torch.cuda.is_available()
+    seen("train.precision", lp.precision == ("fp32" if cpu else "bf16") and (not cpu or has_note(events, "precision bf16")),
+         f"bf16 asked for: the loop trains in {lp.precision} (said on CPU)")
+    return lp
+
+
+# ---------------------------------------------------------------------------------------------
+# text.contrastive
+
+
+@pytest.fixture(scope="module")
+def encoder_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """triples.jsonl (q / pos / neg, a third of the positives longer, a `half` to slice on) and a
+    tiny BERT encoder over their text."""
+    root = tmp_path_factory.mktemp("triples")
+    rows = [{"q": r["query"], "pos": r["positive"] + (" in the blue folder" if i % 3 == 0 else ""), "neg": r["negative"],
+             "half": "first" if i < 30 else "second"} for i, r in enumerate(F.contrastive_rows(60, negatives=True))]
+    F.write_jsonl(root / "triples.jsonl", rows)
+    F.make_tiny_bert(root / "model", [v for r in rows for v in r.values()])
+    return root
+
+
+CONTRASTIVE = 'contrastive { anchor "q"; positive "pos"; negative "neg"; temperature 0.2 }'
+TRIPLES = 'source "triples.jsonl"; split 70/15/15; slice first where half == "first"'
+
+
+def triple_length(tok: Any, row: dict[str, Any]) -> int:
+    return max(len(tok(row[k])["input_ids"]) for k in ("q", "pos", "neg"))
+
+
+def test_text_contrastive_applies_every_key_it_honours(tmp_path: Path, encoder_pairs: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import transformers
+    from ftc.runtime.backends import embedding, embedding_loop
+
+    seen = Seen("text.contrastive")
+    root = project(tmp_path / "lora", encoder_pairs, "triples.jsonl")
+    snapshot = hub_base(monkeypatch, root, "org/tiny-encoder", encoder_pairs / "model")
+    rows = [json.loads(line) for line in (encoder_pairs / "triples.jsonl").read_text().splitlines()]
+    tok = loading.load_tokenizer(encoder_pairs / "model")
+    limit = min(triple_length(tok, r) for r in rows)  # a third of the positives are longer
+    ctx = context(root, spec(
+        f'modality text; base "hf:org/tiny-encoder"; revision "{REVISION[:7]}"; task embedding; trust_remote_code true',
+        method_block("lora", "bert", omit=("merge",)), CONTRASTIVE, f"{TRIPLES}; max_length {limit} drop; dedup exact",
+        FULL_TRAIN, "metric recall_at_k 3; metric accuracy; gate recall_at_k >= 0.0 on test; latency_warmup 2"),
+        allow=("FT203",))
+    spies = loop_spies(monkeypatch)
+    loads = spy(monkeypatch, transformers.AutoModel, "from_pretrained")
+    temperatures = spy(monkeypatch, embedding_loop, "info_nce")
+    got = attached(monkeypatch, embedding, "_attach")
+    drops = dropouts_in_training(monkeypatch)
+    result = embedding.train_contrastive(ctx)
+    events = events_of(ctx)
+    lp = loop_applied(seen, spies, events)
+    method_applied(seen, "lora", "bert", got[0], omit=("merge",), dropouts=drops[-1])
+    path, kwargs = loads[0][0][0], loads[0][1]
+    seen("model.base", Path(path).resolve() == snapshot and Path(artifact_base(result.model_dir)).resolve() == snapshot,
+         f"the encoder loaded from {path}")
+    revision_applied(seen, Path(path), snapshot)
+    seen("model.trust_remote_code", kwargs["trust_remote_code"] is True, "AutoModel.from_pretrained(trust_remote_code=True)")
+    seen("model.task model.modality", type(got[0].model.get_base_model()).__name__ == "BertModel",
+         "a transformers encoder without a head")
+    checkpointing = got[0].model.get_base_model().is_gradient_checkpointing
+    seen("train.gradient_checkpointing", checkpointing, "the encoder recomputes activations")
+    train = ctx.parts["train"].rows
+    fit = [r for r in train if triple_length(tok, r) <= limit]
+    seen("data.max_length", lp.max_length == limit and 0 < len(lp.items) == len(fit) < len(train)
+         and has_note(events, f"over {limit} tokens"), f"{len(lp.items)} of {len(train)} triples fit {limit} tokens")
+    seen("signal.contrastive.anchor signal.contrastive.positive signal.contrastive.negative",
+         lp.items[0] == (fit[0]["q"], fit[0]["pos"], fit[0]["neg"]), "triples from `q`, `pos` and `neg`")
+    seen("signal.contrastive.temperature", {c[0][3] for c in temperatures} == {0.2}, "InfoNCE at temperature 0.2")
+    seen("data.dedup", dedup_applied(ctx), "the dedup node removes a repeated training triple")
+    firsts = sum(r["half"] == "first" for r in ctx.parts["test"].rows)
+    result_ = evaluation_applied(seen, ctx, embedding, {"recall_at_k": "recall_at_3", "accuracy": "accuracy"}, firsts, 2)
+    assert result_.extra["k"] == 3
+    for kind, extra, train_ in (("full", "", "epochs 2"), ("adapters", "", "steps 1"),
+                                ("prompt_tuning", "quantize 4bit", "steps 1"), ("prefix_tuning", "", "steps 1"),
+                                ("qlora", "", "steps 1")):
+        where = project(tmp_path / kind, encoder_pairs, "triples.jsonl", "model")
+        ctx = context(where, spec(f'modality text; base "model"; task embedding; {extra}', method_block(kind, "bert"),
+                                  CONTRASTIVE, TRIPLES, f"{train_}; batch_size 8; precision fp32",
+                                  "metric recall_at_k 3; gate recall_at_k >= 0.0 on test"), allow=("FT203",))
+        quant = spy(monkeypatch, loading, "quantization_config")
+        got = attached(monkeypatch, embedding, "_attach")
+        drops = dropouts_in_training(monkeypatch)
+        spies = loop_spies(monkeypatch)
+        embedding.fit_contrastive(ctx)
+        method_applied(seen, kind, "bert", got[0], quant[-1][2], dropouts=drops[-1])
+        if kind == "full":
+            epochs = sorted({c[0][2] for c in spies["perms"]})
+            seen("train.epochs", epochs == [0, 1], f"batches drawn for epochs {epochs}")
+        if extra:
+            seen("model.quantize", quant[-1][2].load_in_4bit and quantised(got[0].model), "the base loaded in 4 bits")
+    seen.covers()
