@@ -1007,3 +1007,125 @@ def test_text_contrastive_applies_every_key_it_honours(tmp_path: Path, encoder_p
         if extra:
             seen("model.quantize", quant[-1][2].load_in_4bit and quantised(got[0].model), "the base loaded in 4 bits")
     seen.covers()
+
+
+# ---------------------------------------------------------------------------------------------
+# vision (timm)
+
+
+SHADES = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
+VISION_LABELS = ("green", "red", "blue")  # not the base head's order
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pics/ (12 noisy squares per colour), labels.jsonl (image, kind, size) and a tiny timm ConvNeXt
+    (3 classes, 32x32) whose head names its classes red, green, blue."""
+    import random
+
+    import timm
+    from PIL import Image
+    from timm.models import save_for_hf
+
+    root = tmp_path_factory.mktemp("images")
+    (root / "pics").mkdir()
+    rng, rows = random.Random(0), []
+    for kind, rgb in SHADES.items():
+        for i in range(12):
+            img = Image.new("RGB", (32, 32))
+            img.putdata([tuple(min(255, max(0, c + rng.randint(-30, 30))) for c in rgb) for _ in range(32 * 32)])
+            img.save(root / "pics" / f"{kind}{i}.png")
+            rows.append({"image": f"{kind}{i}.png", "kind": kind, "size": "small" if i % 2 else "large"})
+    F.write_jsonl(root / "labels.jsonl", rows)
+    torch.manual_seed(0)
+    model = timm.create_model("test_convnext", pretrained=False, num_classes=3)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 32, 32), "pool_size": (1, 1), "crop_pct": 1.0}
+    save_for_hf(model, root / "convnext", model_config={"label_names": list(SHADES)}, safe_serialization=True)
+    return root
+
+
+def vision_spec(method: str, train: str, data: str = "", eval_: str = "metric accuracy; gate accuracy >= 0.0 on test") -> str:
+    labels = ", ".join(json.dumps(x) for x in VISION_LABELS)
+    return spec(f'modality vision; base "convnext"; task image_classification; labels [{labels}]; params 300K', method,
+                'sft { input "image"; target "kind" }',
+                f'format image_table; source "labels.jsonl"; image_root "pics"; split 60/20/20; {data}', train, eval_)
+
+
+def test_vision_applies_every_key_it_honours(tmp_path: Path, images: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftc.runtime.backends import vision, vision_loop
+    from ftc.runtime.backends import vision_data as vd
+    from ftc.runtime.backends import vision_model as vm
+
+    seen = Seen("vision")
+    shared = ("labels.jsonl", "pics", "convnext")
+    root = project(tmp_path / "lora", images, *shared)
+    lora = 'lora { rank 4; alpha 12; dropout 0.2; targets ["fc1"]; bias lora_only; merge true }'
+    ctx = context(root, vision_spec(lora, f'{FULL_TRAIN}; augment ["flip", "rotate"]',
+                                    'dedup exact; slice small where size == "small"',
+                                    "metric f1 weighted; metric accuracy; gate accuracy >= 0.0 on test; latency_warmup 2"))
+    spies = loop_spies(monkeypatch)
+    got = attached(monkeypatch, vm, "attach")
+    drops = dropouts_in_training(monkeypatch)
+    found = spy(monkeypatch, vd, "load_images")
+    fitted = vision.fit(ctx)
+    events = events_of(ctx)
+    lp = loop_applied(seen, spies, events)
+    model = got[0].model
+    cfg = got[0].peft["default"]
+    seen("method.lora.rank", cfg.r == 4, f"peft r {cfg.r}")
+    seen("method.lora.alpha", cfg.lora_alpha == 12, f"peft lora_alpha {cfg.lora_alpha}")
+    lora_drops = {q for n, q in drops[-1].items() if "lora_dropout" in n}
+    seen("method.lora.dropout", cfg.lora_dropout == 0.2 and lora_drops == {0.2}, f"LoRA dropout in training {lora_drops}")
+    names = got[0].trainable
+    adapted = {n.split(".lora_A")[0] for n in names if ".lora_A" in n}
+    seen("method.lora.targets", adapted and all(n.endswith("mlp.fc1") for n in adapted), f"LoRA on {sorted(adapted)[:2]}...")
+    seen("method.lora.bias", any(n.endswith("fc1.base_layer.bias") for n in names)
+         and not any(n.endswith("fc2.bias") for n in names), "the biases of the LoRA layers (only) train")
+    merged = fitted.result.merged_dir
+    seen("method.lora.merge", merged is not None and (merged / "model.safetensors").is_file(), f"merged at {merged}")
+    seen("train.gradient_checkpointing", all(st.grad_checkpointing for st in model.get_base_model().stages),
+         "timm's grad_checkpointing in every stage")
+    shown = repr(lp.transform)
+    seen("train.augment", "RandomHorizontalFlip" in shown and "RandomRotation" in shown
+         and "RandomHorizontalFlip" not in repr(lp.val_transform), "flips and rotations in training only")
+    seen("model.base", artifact_base(fitted.result.model_dir) == str((root / "convnext").resolve()), "the timm folder")
+    seen("model.task model.modality", type(model.get_base_model()).__name__ == "ConvNeXt", "a timm image classifier")
+    rows, root_dir = found[0][0][1], found[0][0][2]
+    seen("data.image_root", root_dir == (root / "pics").resolve(), f"images read below {root_dir}")
+    seen("signal.sft.input signal.sft.target model.labels",
+         lp.train_images.names == [r["image"] for r in rows]
+         and lp.train_images.labels == [VISION_LABELS.index(r["kind"]) for r in rows],
+         "images from `image`, classes from `kind`, numbered in the spec's label order")
+    seen("data.dedup", dedup_applied(ctx), "the dedup node removes a repeated training image")
+    smalls = sum(r["size"] == "small" for r in ctx.parts["test"].rows)
+    evaluation_applied(seen, ctx, vision, {"f1": "f1.weighted", "accuracy": "accuracy"}, smalls, 2)
+    # full fine-tunes: freeze/unfreeze patterns; progressive unfreezing over 3 epochs
+    ctx = context(project(tmp_path / "full", images, *shared),
+                  vision_spec('full { unfreeze ["stages.1", "head"]; freeze ["stages.1.downsample"] }',
+                              "steps 1; precision fp32"))
+    got = attached(monkeypatch, vm, "attach")
+    vision.fit(ctx)
+    names = got[0].trainable
+    seen("method.full.unfreeze", names and all(n.startswith(("stages.1.", "head.")) for n in names),
+         "only stage 1 and the head train")
+    seen("method.full.freeze", not any(n.startswith("stages.1.downsample") for n in names)
+         and any(n.startswith("stages.1.blocks") for n in names), "stage 1's downsampling stays frozen")
+    ctx = context(project(tmp_path / "progressive", images, *shared),
+                  vision_spec('full { progressive ["stages.3", "stages.2"]; unfreeze_every 2 }',
+                              "epochs 3; batch_size 8; precision fp32"))
+    spies = loop_spies(monkeypatch)
+    per_epoch: dict[int, list[bool]] = {}  # epoch -> which groups train
+    real = vision_loop.Loop._unfreeze
+
+    def unfreeze(self: Any, epoch: int) -> None:
+        real(self, epoch)
+        per_epoch[epoch] = [all(p.requires_grad for p in g) for g in self.groups_to_unfreeze]
+
+    monkeypatch.setattr(vision_loop.Loop, "_unfreeze", unfreeze)
+    vision.fit(ctx)
+    seen("method.full.progressive method.full.unfreeze_every",
+         per_epoch == {0: [True, False], 1: [True, False], 2: [True, True]},
+         f"stage 3 trains from epoch 0, stage 2 from epoch 2: {per_epoch}")
+    epochs = sorted({c[0][2] for c in spies["perms"]})
+    seen("train.epochs", epochs == [0, 1, 2], f"batches drawn for epochs {epochs}")
+    seen.covers()
