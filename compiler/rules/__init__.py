@@ -82,6 +82,7 @@ RULES: tuple[Rule, ...] = (
     training.deepspeed_and_fsdp,
     training.global_batch_mismatch,
     training.epochs_and_steps,
+    training.virtual_tokens_over_positions,
     training.full_finetune_high_lr,
     training.full_finetune_no_regression_gate,
     training.no_early_stopping,

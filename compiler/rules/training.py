@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ftc.compiler import basemodel as bm
+from ftc.compiler import hub
 from ftc.compiler import schema as s
 from ftc.compiler.checked import CheckedSpec
 from ftc.compiler.rules.base import ERROR, WARNING, Hit, related, rule
@@ -195,6 +197,63 @@ def epochs_and_steps(c: CheckedSpec) -> Iterator[Hit]:
     if tr is not None and tr.epochs is not None and tr.steps is not None:
         yield Hit("`epochs` and `steps` are both given", tr.at("steps"), help="keep one of them",
                   related=related(tr.at("epochs"), "epochs set here"))
+
+
+VIRTUAL_KEYS = {"prompt_tuning": "virtual_tokens", "prefix_tuning": "prefix_length"}
+
+
+def base_positions(c: CheckedSpec) -> int | None:
+    """The positions a local (or cached `hf:`) text base has, from its config.json."""
+    folder = hub.resolve_base(c)
+    cfg = bm.config(folder) if folder is not None else None
+    n = (cfg or {}).get("n_positions") or (cfg or {}).get("max_position_embeddings")
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def _max_lengths(c: CheckedSpec) -> Iterator[s.MaxLength]:
+    """The `max_length` of the spec's data and of an RLHF reward stage's own data."""
+    sig = c.spec.signal
+    reward = sig.reward if sig is not None and sig.kind == "rlhf" else None
+    for data in (c.spec.data, reward.data if reward is not None else None):
+        if data is not None and data.max_length is not None:
+            yield data.max_length
+
+
+@rule("FT137", "virtual-tokens-over-positions", ERROR, stage="files")
+def virtual_tokens_over_positions(c: CheckedSpec) -> Iterator[Hit]:
+    """Prompt or prefix tuning whose virtual tokens leave the text fewer positions than it needs:
+    none at all, or fewer than the data's `max_length`.
+
+    Why:
+    Prompt tuning's virtual tokens (and prefix tuning's prefix, which shifts the text's position
+    ids) sit before the text and take positions of the base: a BERT with 512 positions and 500
+    virtual tokens leaves 12 for the text. The run cuts each text to what is left (a declared
+    `max_length` then silently not honoured), and with no room left it trains on nothing and stops
+    with an error after the base evaluation. ftc reads the positions from the base's config.json
+    (`n_positions` or `max_position_embeddings`).
+
+    Example:
+        method prompt_tuning { virtual_tokens 512 }
+
+    Use instead:
+        method prompt_tuning { virtual_tokens 20 }
+    """
+    m, method = c.spec.model, c.spec.method
+    if m is None or m.modality != "text" or method is None or method.kind not in VIRTUAL_KEYS:
+        return
+    key = VIRTUAL_KEYS[method.kind]
+    virtual, positions = int(getattr(method, key)), base_positions(c)
+    if positions is None:
+        return
+    if virtual >= positions:
+        yield Hit(f"`{key} {virtual}` takes every position of the base ({positions}): none is left for the text",
+                  method.at(key), help=f"use far fewer than {positions} (20 to 100 is usual)")
+        return
+    for ml in _max_lengths(c):
+        if ml.tokens + virtual > positions:
+            yield Hit(f"`max_length {ml.tokens}` with `{key} {virtual}` needs {ml.tokens + virtual} positions; "
+                      f"the base has {positions}", ml.span, related=related(method.at(key), f"`{key}` set here"),
+                      help=f"lower `max_length` to {positions - virtual} or `{key}` to {positions - ml.tokens}")
 
 
 @rule("FT140", "full-finetune-high-lr", WARNING)

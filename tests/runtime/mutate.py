@@ -393,7 +393,7 @@ def _insertion(text: str, body: ast.Body, stmt: str) -> tuple[int, str]:
         return line_start, f"{indent}{stmt}\n"
     if not body.stmts:
         return close, f"{stmt} "
-    return close, f"; {stmt} " if text[close - 1] == " " else f"; {stmt}"
+    return len(text[:close].rstrip()), f"; {stmt}"  # after the last statement, on its line
 
 
 def _removal(text: str, start: int, end: int) -> tuple[int, int]:
