@@ -59,9 +59,13 @@ def method_modality(c: CheckedSpec) -> Iterator[Hit]:
     if m is None or method is None:
         return
     allowed = METHODS_BY_MODALITY[m.modality]
+    backend = cap.backend_for(m.modality, c.spec.signal.kind if c.spec.signal is not None else None)
     if method.kind not in allowed:
         yield Hit(f"`method {method.kind}` does not apply to {m.modality} models", method.kind_span,
                   help=f"for {m.modality} use one of {_names(allowed)}")
+    elif backend is not None and method.kind not in backend.methods:
+        yield Hit(f"`method {method.kind}` is not run by ftc's `{backend.name}` runtime", method.kind_span,
+                  help=f"with `signal {c.spec.signal.kind}` use one of {_names(backend.methods)}")
 
 
 @rule("FT121", "task-modality", ERROR)

@@ -48,8 +48,8 @@ METHOD_BLOCKS = {
 # The (method, signal) pairs trained in this file, with the task each one runs.
 DPO_HERE = {"qlora": "preference", "adapters": "generation", "prompt_tuning": "preference",
             "prefix_tuning": "generation"}
-RLHF_HERE = {"full": ("preference", "grpo"), "qlora": ("generation", "rloo"), "adapters": ("preference", "rloo"),
-             "prompt_tuning": ("generation", "grpo"), "prefix_tuning": ("preference", "rloo")}
+# prompt and prefix tuning under RLHF fail in training today: `ftc check` refuses them (FT120)
+RLHF_HERE = {"full": ("preference", "grpo"), "qlora": ("generation", "rloo"), "adapters": ("preference", "rloo")}
 CONTRASTIVE_HERE = ("qlora", "adapters", "prompt_tuning", "prefix_tuning")
 
 
