@@ -66,6 +66,19 @@ class Unless:
             self.seen(kept, applied, what)
 
 
+def test_a_key_without_an_observation_fails_and_so_does_one_the_table_does_not_list() -> None:
+    seen = Seen("vision")
+    for key in h.HONOURED["vision"] - h.PIPELINE - {"train.augment"}:
+        seen(key, True, "observed")
+    with pytest.raises(AssertionError, match=r"no run observed applied: \['train.augment'\]"):
+        seen.covers()
+    seen("train.augment train.packing", True, "observed")
+    with pytest.raises(AssertionError, match=r"HONOURED does not list: \['train.packing'\]"):
+        seen.covers()
+    with pytest.raises(AssertionError, match="not applied"):
+        seen("train.seed", False, "seed 0")
+
+
 def spy(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> Calls:
     """Record every call of owner.name (args, kwargs, result); the real function still runs."""
     calls: Calls = []
@@ -119,7 +132,8 @@ def artifact_base(folder: Path) -> str:
     return str(info["base_model"])
 
 
-def spec(model: str, method: str, signal: str, data: str, train: str, eval_: str) -> str:
+def spec(model: str, method: str, signal: str, data: str, train: str, eval_: str, extra: str = "") -> str:
+    """A spec of these blocks' bodies (`extra`: whole blocks more, such as `tracking { ... }`)."""
     return f"""spec "keys" {{
   intent {{ goal behavior }}
   model {{ {model} }}
@@ -128,6 +142,7 @@ def spec(model: str, method: str, signal: str, data: str, train: str, eval_: str
   data {{ {data} }}
   train {{ {train} }}
   eval {{ {eval_} }}
+  {extra}
 }}
 """
 
@@ -1129,3 +1144,184 @@ def test_vision_applies_every_key_it_honours(tmp_path: Path, images: Path, monke
     epochs = sorted({c[0][2] for c in spies["perms"]})
     seen("train.epochs", epochs == [0, 1, 2], f"batches drawn for epochs {epochs}")
     seen.covers()
+
+
+# ---------------------------------------------------------------------------------------------
+# multimodal (open_clip)
+
+
+@pytest.fixture(scope="module")
+def icons(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pics/ (40 icons), pairs.jsonl (image, words, shade) and a tiny open_clip model over the captions."""
+    from tests.runtime.test_multimodal import icon_rows, make_tiny_clip
+
+    root = tmp_path_factory.mktemp("icons")
+    (root / "pics").mkdir()
+    pairs = icon_rows(40)
+    for row, img in pairs:
+        img.save(root / "pics" / row["image"])
+    F.write_jsonl(root / "pairs.jsonl", [{"image": r["image"], "words": r["caption"], "shade": r["shade"]}
+                                         for r, _ in pairs])
+    make_tiny_clip(root / "clip", [r["caption"] for r, _ in pairs])
+    return root
+
+
+def clip_spec(method: str, train: str, data: str = "", eval_: str = "metric loss; gate loss <= 99 on test") -> str:
+    return spec('modality multimodal; base "clip"; task image_text_contrastive; params 60K', method,
+                'contrastive { image "image"; caption "words"; temperature 0.2 }',
+                f'format image_table; source "pairs.jsonl"; image_root "pics"; split 70/15/15; {data}', train, eval_)
+
+
+def test_multimodal_applies_every_key_it_honours(tmp_path: Path, icons: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftc.runtime.backends import multimodal
+    from ftc.runtime.backends import multimodal_data as D
+    from ftc.runtime.backends import multimodal_model as M
+
+    seen = Seen("multimodal")
+    shared = ("pairs.jsonl", "pics", "clip")
+    root = project(tmp_path / "lora", icons, *shared)
+    lora = 'lora { rank 4; alpha 12; dropout 0.2; targets ["c_fc"]; bias lora_only; merge true }'
+    ctx = context(root, clip_spec(lora, FULL_TRAIN, 'dedup exact; slice dark where shade == "dark"',
+                                  "metric recall_at_k 3; metric zero_shot_accuracy; gate recall_at_k >= 0.0 on test; "
+                                  "latency_warmup 2"))
+    spies = loop_spies(monkeypatch)
+    got = attached(monkeypatch, M, "attach")
+    drops = dropouts_in_training(monkeypatch)
+    pairs = spy(monkeypatch, D, "split_pairs")
+    losses = spy(monkeypatch, D, "batch_loss")
+    fitted = multimodal.fit(ctx)
+    lp = loop_applied(seen, spies, events_of(ctx))
+    model, cfg, names = got[0].model, got[0].peft["default"], got[0].trainable
+    seen("method.lora.rank", cfg.r == 4, f"peft r {cfg.r}")
+    seen("method.lora.alpha", cfg.lora_alpha == 12, f"peft lora_alpha {cfg.lora_alpha}")
+    lora_drops = {q for n, q in drops[-1].items() if "lora_dropout" in n}
+    seen("method.lora.dropout", cfg.lora_dropout == 0.2 and lora_drops == {0.2}, f"LoRA dropout in training {lora_drops}")
+    adapted = {n.split(".lora_A")[0] for n in names if ".lora_A" in n}
+    seen("method.lora.targets", adapted and all(n.endswith("mlp.c_fc") for n in adapted)
+         and any(n.startswith("base_model.model.visual.") for n in adapted), "LoRA on both towers' c_fc")
+    seen("method.lora.bias", any(n.endswith("c_fc.base_layer.bias") for n in names)
+         and not any(n.endswith("c_proj.bias") for n in names), "the biases of the LoRA layers (only) train")
+    merged = fitted.result.merged_dir
+    seen("method.lora.merge", merged is not None and (merged / "open_clip_model.safetensors").is_file(),
+         f"merged at {merged}")
+    inner = model.get_base_model()
+    seen("train.gradient_checkpointing", inner.transformer.grad_checkpointing is True, "open_clip grad checkpointing")
+    seen("model.task model.modality", type(inner).__name__ == "CLIP", "an open_clip model")
+    adapter = json.loads((fitted.result.model_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    seen("model.base", adapter["base_model_name_or_path"] == str((root / "clip").resolve()), "the open_clip folder")
+    train = pairs[0][2]
+    rows = ctx.parts["train"].rows
+    seen("signal.contrastive.image data.image_root", train.images == [(root / "pics" / r["image"]) for r in rows],
+         "images from `image`, below pics/")
+    seen("signal.contrastive.caption", [c for _, c in lp.items] == [r["words"] for r in rows], "captions from `words`")
+    scale = float(inner.logit_scale.exp())
+    seen("signal.contrastive.temperature", {c[0][4] for c in losses} == {0.2} and scale == pytest.approx(5.0)
+         and not inner.logit_scale.requires_grad, "InfoNCE at 0.2; the logit scale frozen at 1/0.2")
+    seen("data.dedup", dedup_applied(ctx), "the dedup node removes a repeated training pair")
+    darks = sum(r["shade"] == "dark" for r in ctx.parts["test"].rows)
+    evaluation_applied(seen, ctx, multimodal, {"recall_at_k": "recall_at_3", "zero_shot_accuracy": "zero_shot_accuracy"},
+                       darks, 2)
+    ctx = context(project(tmp_path / "full", icons, *shared),
+                  clip_spec('full { unfreeze ["transformer.resblocks.1"]; freeze ["transformer.resblocks.1.mlp"] }',
+                            "epochs 2; batch_size 8; precision fp32"))
+    got = attached(monkeypatch, M, "attach")
+    spies = loop_spies(monkeypatch)
+    multimodal.fit(ctx)
+    names = got[0].trainable
+    seen("method.full.unfreeze", names and all(".resblocks.1." in f".{n}" for n in names), "only block 1 trains")
+    seen("method.full.freeze", not any(".resblocks.1.mlp." in f".{n}" for n in names)
+         and any(".resblocks.1.attn." in f".{n}" for n in names), "block 1's MLP stays frozen")
+    epochs = sorted({c[0][2] for c in spies["perms"]})
+    seen("train.epochs", epochs == [0, 1], f"batches drawn for epochs {epochs}")
+    seen.covers()
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline around every backend: data read and split, gates, the record, the time budget,
+# the MLflow mirror
+
+
+def test_pipeline_applies_its_keys(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftc.compiler.check import CheckOptions, check_file
+    from ftc.compiler.plan import build_plan
+    from ftc.runtime import api
+    from ftc.runtime import gates as gate_eval
+    from ftc.runtime.api import EvalResult
+    from ftc.runtime.executor import backend_module
+    from ftc.runtime.run import lineage
+    from ftc.runtime.tracking import settings_for_run
+
+    seen = Seen("pipeline")
+    # one table under another extension and other column names, split by the compiler
+    root = tmp_path / "split"
+    root.mkdir()
+    rows = [{"body": r["text"], "label": r["label"], "channel": r["channel"]} for r in ticket_rows(120, 1)]
+    F.write_jsonl(root / "tickets.data", rows)
+    model = f'modality text; base "{tiny_bert}"; task classification; labels ["billing", "bug", "account"]'
+    data = 'format jsonl; source "tickets.data"; split 70/15/15; seed 5; stratify "label"; fields { text "body" }'
+    tracking = ('tracking { mlflow "sqlite:///runs/mlflow.db"; experiment "keys-exp"; register "keys-model"; '
+                'alias "best"; artifacts "runs/art" }')
+    text_ = spec(model, "lora { rank 4 }", 'sft { input "text"; target "label" }', data,
+                 "steps 6; batch_size 4; precision fp32; artifacts keep 3", "metric f1; gate f1 >= 0.45 on test",
+                 extra=f"{tracking}\n  budget {{ max_time 3min }}")
+    ctx = context(root, text_, allow=("FT203",))
+    train = ctx.parts["train"].rows
+    seen("data.fields", train and all("text" in r and "body" not in r for r in train), "rows renamed body -> text")
+    ratios = (0.70, 0.15, 0.15)
+    expected = stage_split(root / "tickets.data", {"text": "body"}, ratios, 5, "label")
+    seen("data.source data.split data.seed data.stratify",
+         train == expected and train != stage_split(root / "tickets.data", {"text": "body"}, ratios, 0, "label")
+         and sorted(ctx.parts) == ["test", "train", "val"],
+         f"training gets the seed-5 stratified 70% of the table ({len(train)} of {len(rows)} rows)")
+    (root / "unformatted.ftspec").write_text(text_.replace("format jsonl; ", ""), encoding="utf-8")
+    unformatted = check_file(root / "unformatted.ftspec", CheckOptions())
+    seen("data.format", any(d.code == "FT200" for d in unformatted.diagnostics) and len(train) > 0,
+         "tickets.data is read as jsonl because `format` says so (without it: FT200)")
+    plan = build_plan(ctx.checked)
+    gates = next(n for n in plan.nodes if n.kind == "gates").params["gates"]
+    verdicts = [gate_eval.evaluate(gates, {"tuned:test": EvalResult("test", {"f1": f1})})[0].passed for f1 in (0.5, 0.4)]
+    seen("eval.gates", verdicts == [True, False], "f1 0.5 passes `f1 >= 0.45 on test`, 0.4 fails it")
+    seen("train.artifacts", lineage(plan, ctx.checked)["retention"] == {"artifacts_keep": 3},
+         "the run's record keeps `artifacts keep 3` for `ftc gc`")
+    mirror = settings_for_run(ctx.checked)
+    assert mirror is not None, "the spec's tracking block was not read"
+    seen("tracking.mlflow", mirror.uri == f"sqlite:///{(root / 'runs' / 'mlflow.db').resolve()}", f"mirrored to {mirror.uri}")
+    seen("tracking.experiment", mirror.experiment == "keys-exp", "the MLflow experiment")
+    seen("tracking.register", mirror.register == "keys-model", "the registered model's name")
+    seen("tracking.alias", mirror.alias == "best", "the alias of the newest promoted version")
+    seen("tracking.artifacts", mirror.artifacts == (root / "runs" / "art").resolve().as_posix(), "the artifact location")
+    # max_time: a clock that advances a minute per reading; 3 minutes stop training before step 6
+    ticks = iter(range(100_000))
+    monkeypatch.setattr(api, "now", lambda: 60.0 * next(ticks))
+    ctx.time_limit = api.TimeLimit.of(ctx.spec)
+    run = text.fit_sft(ctx)
+    stops = [e["step"] for e in events_of(ctx) if e.get("kind") == "max_time"]
+    seen("budget.max_time", run.result.steps < 6 and stops == [run.result.steps],
+         f"training stopped at step {run.result.steps} of 6 once 3 minutes were spent")
+    # pre-split files; the backend by modality; the model class by task
+    presplit = ticket_folder(tmp_path / "presplit")
+    ctx = context(presplit, spec(model, "lora { rank 4 }", 'sft { input "body"; target "category" }', PRESPLIT,
+                                 "steps 1; precision fp32", "metric f1; gate f1 >= 0.1 on test"))
+    seen("data.train data.val data.test", [[r["body"] for r in ctx.parts[n].rows] for n in ("train", "val", "test")]
+         == [[r["text"] for r in part] for _, part in TICKETS], "each split is its own file's rows")
+    specs = {"text": ctx.spec, "vision": checked_spec(tmp_path / "vision", vision_spec("full { }", "epochs 1")),
+             "multimodal": checked_spec(tmp_path / "clip", clip_spec("full { }", "epochs 1"))}
+    backends = {m: backend_module(sp)[0].name for m, sp in specs.items()}
+    seen("model.modality", backends == {"text": "text.sft", "vision": "vision", "multimodal": "multimodal"},
+         f"the executor's backend by modality: {backends}")
+    classifier, _ = loading.load_base(ctx)
+    seen("model.task", type(classifier).__name__ == "BertForSequenceClassification"
+         and loading.model_class("generation").__name__ == "AutoModelForCausalLM", "a classifier for classification")
+    missing = sorted(h.PIPELINE - set(seen))
+    assert not missing, f"pipeline keys no run observed applied: {missing}"
+
+
+def checked_spec(folder: Path, text_: str) -> Any:
+    """The spec of `text_`, checked without reading data (for what the executor dispatches on)."""
+    from ftc.compiler.check import CheckOptions, check_file
+
+    folder.mkdir()
+    (folder / "spec.ftspec").write_text(text_, encoding="utf-8")
+    result = check_file(folder / "spec.ftspec", CheckOptions(no_data=True))
+    assert result.checked is not None
+    return result.checked.spec
