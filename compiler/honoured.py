@@ -134,8 +134,12 @@ HONOURED: dict[str, frozenset[str]] = {
 
 # Keys a backend applies for some of its tasks only: (backend, task) -> keys it does not apply there.
 NOT_FOR_TASK: dict[tuple[str, str], frozenset[str]] = {
-    # the classifier trains on input/target through the Trainer: no packing, no chat messages, no decoding
-    ("text.sft", "classification"): frozenset({"train.packing", "signal.sft.messages", "model.output_schema"}),
+    # the classifier trains on input/target through the Trainer: no packing, no chat messages, no decoding;
+    # prefix tuning fails in a BERT-style classifier's forward ("Model does not support past key values
+    # which are required for prefix tuning": tests/runtime/test_text_methods.py, classification case)
+    ("text.sft", "classification"): frozenset({"train.packing", "signal.sft.messages", "model.output_schema",
+                                               "method.prefix_tuning.prefix_length",
+                                               "method.prefix_tuning.projection"}),
     # generation and extraction train on text targets: labels name classes of a classifier
     ("text.sft", "generation"): frozenset({"model.labels"}),
     ("text.sft", "extraction"): frozenset({"model.labels"}),
