@@ -26,7 +26,8 @@ CASES = [
     ("classification", "qlora { rank 4; alpha 8; compute_dtype fp32 }", "adapter"),
     ("classification", "adapters { bottleneck 8; placement both }", "adapters"),
     ("classification", 'prompt_tuning { virtual_tokens 4; init_text "please help" }', "adapter"),
-    ("classification", "prefix_tuning { prefix_length 4 }", "adapter"),
+    # classification with prefix tuning is refused by `ftc check` (FT128): a BERT-style classifier fails
+    # in its forward under transformers 5.25 ("Model does not support past key values")
     ("generation", "lora { rank 4; alpha 8 }", "adapter"),
     ("generation", "qlora { rank 4; alpha 8 }", "adapter"),  # bf16 compute on CPU
     ("generation", 'prompt_tuning { virtual_tokens 4; init_text "extract" }', "adapter"),
