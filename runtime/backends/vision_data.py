@@ -53,14 +53,19 @@ def _data_file(ctx: TrainContext, split: str) -> Any:
 
 
 def image_root(ctx: TrainContext, split: str) -> Path:
-    """The folder that the image paths of `split`'s rows are relative to."""
+    """The folder that the image paths of `split`'s rows are relative to, as the compiler's readers
+    resolve them (so the run reads the images `ftc check` read): an image folder's own folder (its
+    rows name `<class>/<file>`; `image_root` is for tables), else `image_root`, else the table's folder."""
     data = ctx.spec.data
+    f = _data_file(ctx, split) if data is not None else None
+    path = ctx.checked.resolve_path(f.path, f.span) if f is not None else None
+    if path is not None and path.is_dir():
+        return path.resolve()
     if data is not None and data.image_root:
         return ctx.checked.resolve_path(data.image_root, data.at("image_root")).resolve()
-    f = _data_file(ctx, split) if data is not None else None
-    if f is None:
+    if path is None:
         raise ValueError(f"no data file for the `{split}` split: cannot tell where its images are")
-    return root_of(ctx.checked.resolve_path(f.path, f.span))
+    return root_of(path)
 
 
 def root_of(path: Path) -> Path:

@@ -284,10 +284,6 @@ BLOCKS = {"tracking": ('mlflow "sqlite:///mlruns.db"', 'mlflow "sqlite:///mlruns
           "budget": ("max_time 1h", "gpu_memory 24GB")}
 
 
-def _args_text(ex: Example, st: ast.Stmt, used: int) -> str:
-    return ex.text[st.args[0].span.start:st.args[used - 1].span.end] if used else ""
-
-
 def _used(st: ast.Stmt, f: Any) -> int:
     return int(f.metadata["sig"](st.args, st.key_span, st.key).used)
 
