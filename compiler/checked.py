@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ftc.compiler import schema
-from ftc.compiler.estimate import _is_local
+from ftc.compiler.estimate import is_local
 from ftc.compiler.source import Source, Span
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def named_files(c: CheckedSpec) -> Iterator[tuple[str, str, Span | None]]:
     if m is not None:
         if m.output_schema is not None:
             yield "output schema", m.output_schema, m.at("output_schema")
-        if _is_local(m.base):
+        if is_local(m.base):
             yield "base model folder", m.base, m.at("base")
     if spec.eval is not None:
         for g in spec.eval.gates:

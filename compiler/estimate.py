@@ -141,7 +141,7 @@ class Estimate:
                 ("activations", self.activations), ("overhead", self.overhead)]
 
 
-def _is_local(base: str) -> bool:
+def is_local(base: str) -> bool:
     return ":" not in base.split("/")[0] or base.startswith(("./", "/", "../"))
 
 
@@ -218,7 +218,7 @@ def _safetensors(folder: Path, model_type: str | None) -> _Counted | None:
 
 def model_shape(model: s.Model, base_dir: Path) -> Shape | None:
     """Parameter count and transformer shape: local config.json / safetensors, else declared params."""
-    if _is_local(model.base):
+    if is_local(model.base):
         folder = Path(model.base) if Path(model.base).is_absolute() else base_dir / model.base
         cfg_path = folder / "config.json"
         try:

@@ -55,7 +55,8 @@ PIPELINE = frozenset({
 })
 
 # What every backend applies itself: its base, run-time deduplication of the train split by the
-# signal's input field (runtime/dedup.py), and its evaluation (declared metrics, slices, latency).
+# signal's input field (the plan's dedup step, compiler/data/dedup.py), and its evaluation
+# (declared metrics, slices, latency).
 EVALUATED = frozenset({"model.base", "data.dedup", "data.slices", "eval.metrics", "eval.latency_warmup"})
 
 # The optimisation settings: TrainingArguments (runtime/backends/hf.py training_arguments) for the

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ftc.compiler.estimate import _is_local
+from ftc.compiler.estimate import is_local
 
 if TYPE_CHECKING:
     from ftc.compiler.checked import CheckedSpec
@@ -148,7 +148,7 @@ def resolve_base(checked: CheckedSpec) -> Path | None:
     m = checked.spec.model
     if m is None:
         return None
-    if _is_local(m.base):
+    if is_local(m.base):
         path = checked.resolve_path(m.base, m.at("base"))
         return path if path.is_dir() else None
     cached = find_base(m.base, m.revision)

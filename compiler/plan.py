@@ -112,10 +112,10 @@ def _spec_info(c: CheckedSpec) -> dict[str, Any]:
 
 def _base_info(c: CheckedSpec) -> dict[str, Any]:
     from ftc.compiler.data.cache import file_digest
-    from ftc.compiler.estimate import _is_local
+    from ftc.compiler.estimate import is_local
 
     m = s.complete(c.spec).model
-    info: dict[str, Any] = {"ref": m.base, "revision": m.revision, "local": _is_local(m.base)}
+    info: dict[str, Any] = {"ref": m.base, "revision": m.revision, "local": is_local(m.base)}
     if info["local"]:
         folder = c.resolve_path(m.base, m.at("base"))
         info["sha256"] = file_digest(folder) if folder.exists() else None

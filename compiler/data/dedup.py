@@ -1,7 +1,7 @@
 """Deduplication of a training split as the spec's `dedup` asks (`exact`, or `near 0.85`).
 
-One computation for both sides: `ftc run` removes rows with `dedup_part` (runtime/dedup.py calls
-it for the plan's `dedup` node), and the plan can size training with `deduplicated_train`, which
+One computation for both sides: `ftc run` removes rows with `dedup_part` (runtime/executor.py
+calls it for the plan's `dedup` node), and the plan can size training with `deduplicated_train`, which
 applies the same function to the split `ftc check` read. No torch: numpy through near.py.
 
 What counts as a duplicate is what FT209 warns about (compiler/data/fields.py `part_texts`): the

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ftc.compiler.checked import CheckedSpec
-from ftc.compiler.estimate import _is_local
+from ftc.compiler.estimate import is_local
 from ftc.compiler.hub import is_pin
 from ftc.compiler.rules.base import ERROR, WARNING, Hit, rule
 
@@ -78,7 +78,7 @@ def revision_on_local_base(c: CheckedSpec) -> Iterator[Hit]:
         model { modality text; base "models/encoder"; task classification; labels ["a", "b"]; params 110M }
     """
     m = c.spec.model
-    if m is not None and _is_local(m.base) and m.revision is not None:
+    if m is not None and is_local(m.base) and m.revision is not None:
         yield Hit(f"`revision` does nothing for the local base `{m.base}`", m.at("revision"),
                   help="remove `revision`; ftc records a hash of the local files instead")
 
@@ -100,7 +100,7 @@ def base_scheme(c: CheckedSpec) -> Iterator[Hit]:
     m = c.spec.model
     if m is None:
         return
-    if not _is_local(m.base) and not m.base.startswith(SCHEMES):
+    if not is_local(m.base) and not m.base.startswith(SCHEMES):
         yield Hit(f"unknown model source in `{m.base}`", m.at("base"),
                   help='use "hf:org/name", "timm:name", "open_clip:arch", or a local folder path')
         return
