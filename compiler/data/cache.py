@@ -54,9 +54,27 @@ def _read_json(path: Path) -> Any:
 
 
 def _files_to_hash(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file())
+    try:
+        if path.is_dir():
+            return sorted(p for p in path.rglob("*") if p.is_file())
+    except OSError:  # a folder that cannot be listed: the readers report it
+        return []
     return [path]
+
+
+def _digest_of(f: Path) -> str | None:
+    """sha256 of a regular file's bytes; None for a device, FIFO or socket (never opened
+    blocking, never read: `/dev/zero` never ends) or a file that cannot be read."""
+    from ftc.compiler.data.access import open_regular
+
+    h = hashlib.sha256()
+    try:
+        with open_regular(f) as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 def file_digest(path: Path) -> str:
@@ -69,18 +87,16 @@ def file_digest(path: Path) -> str:
     for f in _files_to_hash(path):
         try:
             st = f.stat()
-        except OSError:
+            key = str(f.resolve())
+        except (OSError, RuntimeError):  # gone, a symlink loop: the readers say which
             continue
-        key = str(f.resolve())
         entry = index.get(key)
         if entry and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
             digest = entry[2]
         else:
-            h = hashlib.sha256()
-            with f.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            digest = h.hexdigest()
+            digest = _digest_of(f)
+            if digest is None:
+                continue  # not a regular file, or unreadable: the readers report it, located
             index[key] = [st.st_size, st.st_mtime_ns, digest]
             changed = True
         if path.is_dir():

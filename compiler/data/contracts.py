@@ -427,7 +427,7 @@ def _fast_check(schema: Mapping[str, Any]) -> Any:
     for name, prop in schema.get("properties", {}).items():
         shape = {k: v for k, v in prop.items() if k != "title"}
         if set(shape) == {"enum"} and all(isinstance(v, str) for v in shape["enum"]):
-            checks.append((name, frozenset(shape["enum"]).__contains__))
+            checks.append((name, _one_of(frozenset(shape["enum"]))))
             continue
         if set(shape) == {"type", "x-ftc-json"} and shape["type"] == ["string", "object", "array"]:
             checks.append((name, _json_test(shape["x-ftc-json"])))
@@ -451,6 +451,16 @@ def _fast_check(schema: Mapping[str, Any]) -> Any:
         return not distinct or row.get(distinct[0]) != row.get(distinct[1])
 
     return check
+
+
+def _one_of(labels: frozenset[str]) -> Any:
+    """Membership that holds for any cell value: a list or an object (`"label": ["billing"]`) is
+    not a label, and must not be hashed to find that out."""
+
+    def test(v: Any) -> bool:
+        return type(v) is str and v in labels
+
+    return test
 
 
 def _json_test(inner: Mapping[str, Any]) -> Any:

@@ -14,26 +14,33 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import gzip
 import hashlib
 import io
 import json
+import os
 import posixpath
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
+from ftc.compiler.data import limits as L
+from ftc.compiler.data.access import NotRegular, open_regular, problem, read_regular
+from ftc.compiler.data.limits import LimitExceeded, Limits, raise_help, show
 from ftc.compiler.data.table import RowProblem, Table
+
+Batch = tuple[list[dict[str, Any]], list[int]]  # rows and their locations
 
 FORMATS = ("jsonl", "csv", "parquet", "hf_dataset", "image_folder", "image_table")
 TABLE_FORMATS = ("jsonl", "csv", "parquet")  # what an image_table's table may be
 IMAGE_SUFFIXES = frozenset((".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"))
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # Pillow plugins tried
 IMAGE_COLUMNS = ("width", "height", "mode")  # added to each row with an image
-MAX_LINE = 10 * 1024 * 1024  # bytes: a longer line is a problem, and is skipped without loading it
-MAX_JSON_DOCUMENT = 1024 * 1024 * 1024  # a `.json` file holding one array is parsed whole up to this
+MAX_LINE = L.BY_NAME["row_bytes"].default  # bytes: a longer line is a problem, skipped without loading it
+MAX_JSON_DOCUMENT = L.BY_NAME["json_document_bytes"].default  # a `.json` array is parsed whole up to this
 _SKIP_CHUNK = 1024 * 1024
 _BATCH = 65536
 _HF_MARKERS = ("state.json", "dataset_info.json", "dataset_dict.json")
@@ -132,32 +139,61 @@ def _sha256_tree(digests: dict[str, bytes]) -> str:
 # Text lines: size limit, NUL bytes, UTF-8
 
 
+class _Budget:
+    """Byte bounds of one text stream: the file's expanded size and, for a compressed file, the
+    ratio of expanded to compressed bytes. The loops call `check(offset)` only when `offset`
+    passes `next_at` (one integer comparison a line)."""
+
+    def __init__(self, lim: Limits, raw: IO[bytes] | None) -> None:
+        self.lim, self.raw = lim, raw  # raw: the compressed file under a gzip stream, else None
+        self.max = lim.decompressed_bytes if raw is not None else lim.data_file_bytes
+        self.name = "decompressed_bytes" if raw is not None else "data_file_bytes"
+        self.next_at = min(self.max + 1, L.RATIO_FLOOR) if raw is not None else self.max + 1
+
+    def check(self, offset: int, line: int) -> None:
+        if offset > self.max:
+            what = "expands to more than" if self.raw is not None else "is larger than"
+            raise LimitExceeded(self.name, self.max, f"the file {what} {show(self.name, self.max)} (the "
+                                f"`{self.name}` limit); stopped reading at line {line}", line)
+        if self.raw is not None:
+            packed = max(1, self.raw.tell())
+            ratio = self.lim.compression_ratio
+            if offset / packed > ratio:
+                raise LimitExceeded("compression_ratio", ratio, f"the compressed file expands more than {ratio}x "
+                                    f"({_mb(packed)} gave {_mb(offset)} by line {line}): it looks like a "
+                                    "compression bomb", line)
+            self.next_at = min(self.max + 1, offset + (1 << 20))
+
+
 class _Lines:
     """Decoded lines of a text file, as (line number, text); a line that cannot be used yields None.
 
-    Lines over MAX_LINE are skipped in chunks (never held whole); a NUL byte marks the file as
-    binary and stops reading; the first line that is not UTF-8 is reported with its byte offset,
-    later ones are counted. A UTF-8 byte order mark is dropped. The jsonl reader runs its own
-    copy of the loop in `__iter__` (for speed) and calls the same methods for the rare cases.
+    Lines over the `row_bytes` limit are skipped in chunks (never held whole); a NUL byte marks the
+    file as binary and stops reading; the first line that is not UTF-8 is reported with its byte
+    offset, later ones are counted. A UTF-8 byte order mark is dropped. The jsonl reader runs its
+    own copy of the loop in `__iter__` (for speed) and calls the same methods for the rare cases.
     """
 
-    def __init__(self, f: IO[bytes], probs: _Problems, what: str) -> None:
-        self.f, self.probs, self.what = f, probs, what
+    def __init__(self, f: IO[bytes], probs: _Problems, what: str, budget: _Budget) -> None:
+        self.f, self.probs, self.what, self.budget = f, probs, what, budget
+        self.max_line = budget.lim.row_bytes
         self.lineno = 0
         self.stopped = False
         self.bad_encoding = 0
         self._first_bad: tuple[int, int, int, int] | None = None  # byte, offset, line, column
 
     def __iter__(self) -> Iterator[tuple[int, str | None]]:
-        readline, offset = self.f.readline, 0
+        readline, offset, max_line, budget = self.f.readline, 0, self.max_line, self.budget
         while True:
-            raw = readline(MAX_LINE + 1)
+            raw = readline(max_line + 1)
             if not raw:
                 break
             self.lineno += 1
             start = offset
             offset += len(raw)
-            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+            if offset >= budget.next_at:
+                budget.check(offset, self.lineno)
+            if len(raw) > max_line and not raw.endswith(b"\n"):
                 offset = self.long_line(raw, start)
                 yield self.lineno, None
                 continue
@@ -182,9 +218,12 @@ class _Lines:
         while raw and not raw.endswith(b"\n"):
             raw = self.f.readline(_SKIP_CHUNK)
             offset += len(raw)
+            if offset >= self.budget.next_at:
+                self.budget.check(offset, self.lineno)
         self.probs.row(self.lineno, f"line {self.lineno} is {_mb(offset - start)} long, over the "
-                       f"{_mb(MAX_LINE)} limit for one row", "split the record, or keep large payloads "
-                       "(documents, images) in files that the row names by path", kind="too_large")
+                       f"{_mb(self.max_line)} limit for one row", "split the record, or keep large payloads "
+                       "(documents, images) in files that the row names by path; or raise the `row_bytes` "
+                       f"limit ({L.BY_NAME['row_bytes'].env}, see compiler/data/limits.py)", kind="too_large")
         return offset
 
     def first_line(self, raw: bytes) -> bytes:
@@ -228,10 +267,30 @@ class _Lines:
                         kind="encoding", line=line, column=column)
 
 
-def _open_bytes(path: Path) -> IO[bytes]:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+class _Opened:
+    """A data file opened for reading: the (decompressed) stream and its byte budget."""
+
+    def __init__(self, path: Path, lim: Limits) -> None:
+        self.raw = open_regular(path)
+        try:
+            size = os.fstat(self.raw.fileno()).st_size
+            if size > lim.data_file_bytes:
+                raise LimitExceeded("data_file_bytes", lim.data_file_bytes, f"the file is {_mb(size)}, over the "
+                                    f"{show('data_file_bytes', lim.data_file_bytes)} `data_file_bytes` limit")
+            packed = path.name.lower().endswith(".gz")
+            self.f: IO[bytes] = gzip.GzipFile(fileobj=self.raw, mode="rb") if packed else self.raw  # type: ignore[assignment]
+            self.budget = _Budget(lim, self.raw if packed else None)
+        except BaseException:
+            self.raw.close()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.f is not self.raw:
+            self.f.close()
+        self.raw.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,34 +301,44 @@ _KINDS = {list: "an array", str: "a string", int: "a number", float: "a number",
           type(None): "null"}
 
 
-def _read_jsonl(path: Path, table: Table, probs: _Problems) -> None:
-    with _open_bytes(path) as f:
+def _read_jsonl(path: Path, table: Table, probs: _Problems, lim: Limits, size: int) -> Iterator[Batch]:
+    with _Opened(path, lim) as opened:
+        f = opened.f
         if path.name.lower().endswith((".json", ".json.gz")) and _starts_with_bracket(f):
-            _read_json_array(f, table, probs)
+            yield from _read_json_array(f, table, probs, lim, size)
             return
         f.seek(0)
-        lines = _Lines(f, probs, "a JSON lines file")
-        _jsonl_loop(f, lines, table, probs)
+        lines = _Lines(f, probs, "a JSON lines file", opened.budget)
+        yield from _jsonl_loop(f, lines, table, probs, size)
         lines.finish()
 
 
-def _jsonl_loop(f: IO[bytes], lines: _Lines, table: Table, probs: _Problems) -> None:
+def _jsonl_loop(f: IO[bytes], lines: _Lines, table: Table, probs: _Problems, size: int) -> Iterator[Batch]:
     """The hot loop: about 2 µs a row. The C scanner parses; errors are re-parsed by json.loads
-    for its message."""
+    for its message. Rows are yielded `size` at a time; the columns seen so far are kept in
+    `table.columns` after each batch."""
     scan = _scanner()
-    rows, locations, readline = table.rows, table.locations, f.readline
+    rows: list[dict[str, Any]] = []
+    locations: list[int] = []
+    readline, max_line, budget = f.readline, lines.max_line, lines.budget
     columns: dict[str, None] = {}
     last_keys: Any = None
     lineno = offset = 0
     while True:
-        raw = readline(MAX_LINE + 1)
+        raw = readline(max_line + 1)
         if not raw:
             break
         lineno += 1
         start = offset
         offset += len(raw)
         lines.lineno = lineno
-        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+        if offset >= budget.next_at:
+            try:
+                budget.check(offset, lineno)
+            except LimitExceeded:
+                yield rows, locations  # the rows before the overrun are read
+                raise
+        if len(raw) > max_line and not raw.endswith(b"\n"):
             offset = lines.long_line(raw, start)
             continue
         if lineno == 1:
@@ -306,7 +375,13 @@ def _jsonl_loop(f: IO[bytes], lines: _Lines, table: Table, probs: _Problems) -> 
             last_keys = keys
         rows.append(obj)
         locations.append(lineno)
+        if len(rows) >= size:
+            table.columns = tuple(columns)
+            yield rows, locations
+            rows, locations = [], []
     table.columns = tuple(columns)
+    if rows:
+        yield rows, locations
 
 
 def _scanner() -> Any:
@@ -337,14 +412,17 @@ def _starts_with_bracket(f: IO[bytes]) -> bool:
     return head.startswith(b"[")
 
 
-def _read_json_array(f: IO[bytes], table: Table, probs: _Problems) -> None:
-    """A `.json` file holding one array of objects; rows are located by their index (1-based)."""
+def _read_json_array(f: IO[bytes], table: Table, probs: _Problems, lim: Limits, size: int) -> Iterator[Batch]:
+    """A `.json` file holding one array of objects; rows are located by their index (1-based).
+    The document is parsed whole, so it is bounded by the `json_document_bytes` limit."""
     f.seek(0)
-    data = f.read(MAX_JSON_DOCUMENT + 1)
+    most = lim.json_document_bytes
+    data = f.read(most + 1)
     table.location_kind = "row"
-    if len(data) > MAX_JSON_DOCUMENT:
-        probs.file(f"the JSON array is over {_mb(MAX_JSON_DOCUMENT)}", "write one object per line (jsonl)",
-                   kind="too_large")
+    if len(data) > most:
+        probs.file(f"the JSON array is over {_mb(most)} (the `json_document_bytes` limit: a `.json` file is "
+                   "parsed whole)", "write one object per line (jsonl), which is read in batches; or "
+                   + raise_help("json_document_bytes", most), kind="limit")
         return
     try:
         items = json.loads(data.decode("utf-8-sig"))
@@ -356,58 +434,57 @@ def _read_json_array(f: IO[bytes], table: Table, probs: _Problems) -> None:
         probs.file(f"the file is not valid JSON ({e.msg.lower()})", "fix the JSON, or write one object per line",
                    kind="syntax", line=e.lineno, column=e.colno)
         return
+    except (ValueError, RecursionError) as e:
+        probs.file(f"the file is not valid JSON ({_excerpt(str(e), 80)})", "fix the JSON, or write one object per line",
+                   kind="syntax")
+        return
+    del data
+    if not isinstance(items, list):
+        items = [items]
     columns: dict[str, None] = {}
+    rows: list[dict[str, Any]] = []
+    locations: list[int] = []
     for i, obj in enumerate(items, 1):
         if type(obj) is not dict:
             probs.row(i, f"item {i} of the array is {_KINDS.get(type(obj), type(obj).__name__)}, not an object",
                       "each item must be an object, such as {\"text\": \"...\"}", kind="shape")
             continue
         columns.update(dict.fromkeys(obj))
-        table.rows.append(obj)
-        table.locations.append(i)
+        rows.append(obj)
+        locations.append(i)
+        if len(rows) >= size:
+            table.columns = tuple(columns)
+            yield rows, locations
+            rows, locations = [], []
     table.columns = tuple(columns)
+    if rows:
+        yield rows, locations
 
 
 # ---------------------------------------------------------------------------------------------
 # csv
 
 
-def _read_csv(path: Path, table: Table, probs: _Problems) -> None:
+def _read_csv(path: Path, table: Table, probs: _Problems, lim: Limits, size: int) -> Iterator[Batch]:
     name = path.name.lower().removesuffix(".gz")
     delimiter = "\t" if name.endswith(".tsv") else ","
-    if csv.field_size_limit() < MAX_LINE:
-        csv.field_size_limit(MAX_LINE)
-    with _open_bytes(path) as f:
-        lines = _Lines(f, probs, "a CSV file")
-        spoiled: set[int] = set()
-
-        def texts() -> Iterator[str]:
-            for lineno, text in lines:
-                if text is None:
-                    spoiled.add(lineno)
-                    yield "\n"
-                else:
-                    yield text
-
-        reader = csv.reader(texts(), delimiter=delimiter)
+    if csv.field_size_limit() < lim.row_bytes:
+        csv.field_size_limit(lim.row_bytes)
+    count = 0
+    with _Opened(path, lim) as opened:
+        lines = _Lines(opened.f, probs, "a CSV file", opened.budget)
         header: list[str] | None = None
-        end = 0
-        while True:
-            start = end + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                end = lines.lineno
-                probs.row(start, f"row at line {start} cannot be parsed: {e}",
-                          "check the quoting of this row", kind="syntax")
-                continue
-            end = lines.lineno
-            if not cells or any(n in spoiled for n in range(start, end + 1)):
+        rows: list[dict[str, Any]] = []
+        locations: list[int] = []
+        for start, cells in _csv_records(lines, delimiter, probs):
+            if start < 0:
+                if rows:
+                    yield rows, locations
+                    rows, locations = [], []
                 continue
             if header is None:
                 header = _header(cells, start, probs)
+                table.columns = tuple(header)
                 continue
             if len(cells) != len(header):
                 n = len(cells)
@@ -416,8 +493,15 @@ def _read_csv(path: Path, table: Table, probs: _Problems) -> None:
                           "quote cells that contain the delimiter or line breaks, and give every row "
                           "one cell per column", kind="shape")
                 continue
-            table.rows.append(dict(zip(header, cells)))
-            table.locations.append(start)
+            rows.append(dict(zip(header, cells)))
+            locations.append(start)
+            if len(rows) >= size:
+                count += len(rows)
+                yield rows, locations
+                rows, locations = [], []
+        count += len(rows)
+        if rows:
+            yield rows, locations
         lines.finish()
         if lines.stopped:
             return
@@ -426,9 +510,44 @@ def _read_csv(path: Path, table: Table, probs: _Problems) -> None:
                 probs.file("empty: no header and no rows", "a CSV file starts with a header row naming "
                            "its columns", kind="empty")
             return
-        table.columns = tuple(header)
-        if not table.rows and probs.bad_rows == 0:
+        if not count and probs.bad_rows == 0:
             probs.file("empty: a header but no rows", "add data rows below the header", kind="empty", line=1)
+
+
+def _csv_records(lines: _Lines, delimiter: str, probs: _Problems) -> Iterator[tuple[int, list[str]]]:
+    """(first line, cells) of each CSV record whose lines all decoded; bad quoting is a problem.
+    On an overrun a record at line -1 comes first, so that the caller hands out its rows."""
+    spoiled: set[int] = set()
+
+    def texts() -> Iterator[str]:
+        for lineno, text in lines:
+            if text is None:
+                spoiled.add(lineno)
+                yield "\n"
+            else:
+                yield text
+
+    reader = csv.reader(texts(), delimiter=delimiter)
+    end = 0
+    while True:
+        start = end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except LimitExceeded:
+            yield -1, []  # flush the rows gathered so far, then stop
+            raise
+        except csv.Error as e:
+            end = lines.lineno
+            probs.row(start, f"row at line {start} cannot be parsed: {e}", "check the quoting of this row",
+                      kind="syntax")
+            continue
+        end = lines.lineno
+        if not cells or any(n in spoiled for n in range(start, end + 1)):
+            spoiled.difference_update(range(start, end + 1))
+            continue
+        yield start, cells
 
 
 def _header(cells: list[str], line: int, probs: _Problems) -> list[str]:
@@ -450,44 +569,63 @@ def _arrow_error(e: BaseException) -> str:
     return _excerpt(text[0] if text else type(e).__name__, 120)
 
 
-def _read_parquet(path: Path, table: Table, probs: _Problems) -> None:
+def _read_parquet(path: Path, table: Table, probs: _Problems, lim: Limits, size: int) -> Iterator[Batch]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table.location_kind = "row"
-    try:
-        pf = pq.ParquetFile(path)
-        table.columns = tuple(pf.schema_arrow.names)
-    except (pa.ArrowException, OSError, ValueError) as e:
-        probs.file(f"not a readable parquet file: {_arrow_error(e)}",
-                   "check that the file is parquet and was written completely", kind="unreadable")
-        return
-    try:
-        for batch in pf.iter_batches(batch_size=_BATCH):
-            _extend(table, batch.to_pylist())
-    except (pa.ArrowException, OSError, ValueError) as e:
-        probs.file(f"parquet data unreadable after row {len(table.rows)}: {_arrow_error(e)}",
-                   "the file is corrupt or truncated: write it again", kind="unreadable",
-                   line=len(table.rows) + 1)
+    with open_regular(path) as raw:
+        try:
+            pf = pq.ParquetFile(raw)
+            table.columns = tuple(pf.schema_arrow.names)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            probs.file(f"not a readable parquet file: {_arrow_error(e)}",
+                       "check that the file is parquet and was written completely", kind="unreadable")
+            return
+        count = 0
+        try:
+            for batch in pf.iter_batches(batch_size=min(size, _BATCH)):
+                _check_cells(batch, count, lim)
+                rows = batch.to_pylist()
+                yield rows, list(range(count + 1, count + 1 + len(rows)))
+                count += len(rows)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            probs.file(f"parquet data unreadable after row {count}: {_arrow_error(e)}",
+                       "the file is corrupt or truncated: write it again", kind="unreadable", line=count + 1)
 
 
-def _extend(table: Table, rows: list[dict[str, Any]]) -> None:
-    n = len(table.rows)
-    table.rows.extend(rows)
-    table.locations.extend(range(n + 1, n + 1 + len(rows)))
+def _check_cells(batch: Any, count: int, lim: Limits) -> None:
+    """LimitExceeded when a string or binary value of an Arrow batch is over `cell_bytes`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for name, column in zip(batch.schema.names, batch.columns):
+        kind = column.type
+        if not (pa.types.is_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_string(kind)
+                or pa.types.is_large_binary(kind)):
+            continue
+        sizes = pc.binary_length(column)
+        biggest = pc.max(sizes).as_py()
+        if biggest is not None and biggest > lim.cell_bytes:
+            at = count + 1 + int(pc.index(sizes, biggest).as_py())
+            raise LimitExceeded("cell_bytes", lim.cell_bytes, f"row {at}: `{name}` holds {_mb(biggest)}, over "
+                                f"the {show('cell_bytes', lim.cell_bytes)} `cell_bytes` limit", at)
+
 
 
 def _read_json_file(path: Path, probs: _Problems, what: str) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        return json.loads(read_regular(path, L.current().json_document_bytes, "json_document_bytes").decode("utf-8"))
+    except (OSError, ValueError, LimitExceeded) as e:
         probs.file(f"{what} `{path.name}` cannot be read: {_excerpt(str(e), 100)}",
                    "the folder should be written by `Dataset.save_to_disk`", kind="unreadable")
         return None
 
 
-def _read_hf_dataset(path: Path, table: Table, probs: _Problems) -> list[Path]:
-    """Rows of a folder written by `Dataset.save_to_disk`; returns the files it hashed."""
+def _read_hf_dataset(path: Path, table: Table, probs: _Problems, lim: Limits, size: int
+                     ) -> Generator[Batch, None, list[Path]]:
+    """Rows of a folder written by `Dataset.save_to_disk`, one Arrow record batch at a time;
+    returns the files it hashed."""
     import pyarrow as pa
 
     table.location_kind = "row"
@@ -520,15 +658,16 @@ def _read_hf_dataset(path: Path, table: Table, probs: _Problems) -> list[Path]:
         files.append(file)
         try:
             for batch in _arrow_batches(file):
+                _check_cells(batch, count, lim)
                 rows = _class_names(batch.to_pylist(), labels)
                 if not table.columns:
                     table.columns = tuple(batch.schema.names)
                     if images:
                         table.columns = tuple(dict.fromkeys((*table.columns, *IMAGE_COLUMNS)))
                 if images:
-                    _hf_images(rows, count, images, table, probs)
+                    yield _hf_images(rows, count, images, probs)
                 else:
-                    _extend(table, rows)
+                    yield rows, list(range(count + 1, count + 1 + len(rows)))
                 count += len(rows)
         except (pa.ArrowException, OSError, ValueError) as e:
             probs.file(f"`{entry['filename']}` is not readable Arrow data after row {count}: "
@@ -575,9 +714,10 @@ def _hf_features(path: Path, probs: _Problems) -> tuple[dict[str, list[str]], li
     return labels, images
 
 
-def _hf_images(rows: list[dict[str, Any]], count: int, columns: list[str], table: Table,
-               probs: _Problems) -> None:
-    """Keep the rows whose embedded images decode, with IMAGE_COLUMNS of the first image."""
+def _hf_images(rows: list[dict[str, Any]], count: int, columns: list[str], probs: _Problems) -> Batch:
+    """The rows whose embedded images decode, with IMAGE_COLUMNS of the first image."""
+    kept: list[dict[str, Any]] = []
+    locations: list[int] = []
     for i, row in enumerate(rows, count + 1):
         problem = None
         for name in columns:
@@ -594,8 +734,9 @@ def _hf_images(rows: list[dict[str, Any]], count: int, columns: list[str], table
             probs.row(i, f"the image in `{problem[0]}` {problem[1]}", "replace or remove the row",
                       kind="image", field=problem[0])
             continue
-        table.rows.append(row)
-        table.locations.append(i)
+        kept.append(row)
+        locations.append(i)
+    return kept, locations
 
 
 def _class_names(rows: list[dict[str, Any]], features: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -648,17 +789,23 @@ class _ImageCache:
         self.digests: dict[str, bytes] = {}  # relative path -> sha256, for the source's hash
         self.hexes: dict[Path, str] = {}  # file -> sha256 hex, for Table.image_sha256
         self.results: dict[Path, tuple[int, int, str] | str] = {}
+        self.max_bytes = L.current().image_bytes
 
     def probe(self, file: Path, rel: str) -> tuple[int, int, str] | str:
         """(width, height, mode), or why the image cannot be used; `digests[rel]` gets the hash."""
         if file in self.results:
             return self.results[file]
         try:
-            data = file.read_bytes()
+            data = read_regular(file, self.max_bytes, "image_bytes")
         except FileNotFoundError:
             result: tuple[int, int, str] | str = "does not exist"
+        except NotRegular as e:
+            result = f"is {e.strerror}"
+        except LimitExceeded:
+            result = (f"is over the {show('image_bytes', self.max_bytes)} `image_bytes` limit (raise it with "
+                      f"{L.BY_NAME['image_bytes'].env}, see compiler/data/limits.py)")
         except OSError as e:
-            result = f"cannot be read: {e.strerror or e}"
+            result = "is a symlink loop" if e.errno == errno.ELOOP else f"cannot be read: {e.strerror or e}"
         else:
             digest = hashlib.sha256(data)
             self.digests[rel], self.hexes[file] = digest.digest(), digest.hexdigest()
@@ -744,69 +891,143 @@ def _check_image_table(table: Table, root: Path, field: str, probs: _Problems, w
 # Entry point
 
 
-def read_table(path: Path, display: str, fmt: str | None = None, *, max_problems: int = 5,
-               image_root: Path | None = None, image_field: str = "image") -> Table:
-    """Read one data source. `display` is the path shown in problems; `fmt` one of FORMATS, or None
-    to infer it. For `image_table`, `image_field` names the column of image paths, which are
-    relative to `image_root` (default: the table's folder). Never raises for bad input."""
-    probs = _Problems(display, max_problems)
-    fmt = fmt or infer_format(path)
-    table = Table(path=display, fmt=fmt or "unknown")
-    if not path.exists():
-        probs.file(f"no such {'folder' if fmt in _FOLDER_FORMATS else 'file'}: `{display}`",
-                   "paths are relative to the spec's folder", kind="missing")
-    elif fmt not in FORMATS:
-        what = "cannot tell the format of" if fmt is None else f"unknown format `{fmt}` for"
-        probs.file(f"{what} `{display}`", "name it in the data block: `format` with one of "
-                   + ", ".join(FORMATS), kind="format")
-    elif (fmt in _FOLDER_FORMATS) != path.is_dir():
-        want = "a folder" if fmt in _FOLDER_FORMATS else "a file"
-        probs.file(f"`{display}` is {'a folder' if path.is_dir() else 'a file'}; format {fmt} reads {want}",
-                   f"check the path, or the `format` ({', '.join(FORMATS)})", kind="format")
-    else:
+class TableStream:
+    """One data source read in batches of at most `batch_rows` rows: iterate it for
+    (rows, locations); `table` is the header (path, format, columns, problems, bad-row count,
+    hash) and is complete once the iteration ends. Iterating again reads the source again.
+
+    Bad input never raises. The source is refused before it is opened when it cannot be a data
+    source (compiler/data/access.py: a device, a FIFO, a socket, a symlink loop, a folder where a
+    file is meant, permission denied); reading stops with a problem at the first overrun of a
+    bound (compiler/data/limits.py). jsonl, csv, parquet and saved `datasets` stream; an image
+    folder or image table is held whole while its images are checked (its rows are short paths),
+    then handed out in batches too.
+    """
+
+    def __init__(self, path: Path, display: str, fmt: str | None = None, *, max_problems: int = 5,
+                 image_root: Path | None = None, image_field: str = "image", batch_rows: int = _BATCH) -> None:
+        self.path, self.display, self.max_problems = path, display, max_problems
+        self.fmt = fmt or infer_format(path) or _suffix_format(path.name)  # a folder named like a file
+        self.image_root, self.image_field, self.batch_rows = image_root, image_field, max(1, batch_rows)
+        self.table = Table(path=display, fmt=self.fmt or "unknown")
+        self.count = 0  # rows handed out by the last iteration
+
+    def __iter__(self) -> Iterator[Batch]:
+        probs = _Problems(self.display, self.max_problems)
+        self.table = Table(path=self.display, fmt=self.fmt or "unknown")
+        self.count = 0
         try:
-            _dispatch(path, fmt, table, probs, image_root, image_field)
+            if self._refused(probs):
+                return
+            yield from self._limited(probs, L.current())
+            if not self.count and not probs.items and probs.bad_rows == 0:
+                probs.file("empty: no rows", "the data source holds no rows", kind="empty")
+        finally:
+            self.table.problems, self.table.bad_rows = probs.items, probs.bad_rows
+
+    def _refused(self, probs: _Problems) -> bool:
+        """True (with the problem) when the source cannot be read at all."""
+        fmt, display, path = self.fmt, self.display, self.path
+        folder = fmt in _FOLDER_FORMATS
+        found = problem(path, display, folder)
+        if found is not None and found[0] != "permission":
+            kind, message, help = found
+            probs.file(message, help, kind=kind)
+        elif fmt not in FORMATS:
+            what = "cannot tell the format of" if fmt is None else f"unknown format `{fmt}` for"
+            probs.file(f"{what} `{display}`", "name it in the data block: `format` with one of "
+                       + ", ".join(FORMATS), kind="format")
+        elif folder != path.is_dir():
+            want = "a folder" if folder else "a file"
+            probs.file(f"`{display}` is {'a folder' if path.is_dir() else 'a file'}; format {fmt} reads {want}",
+                       f"check the path, or the `format` ({', '.join(FORMATS)})", kind="format")
+        elif found is not None:
+            probs.file(found[1], found[2], kind=found[0])
+        else:
+            return False
+        return True
+
+    def _limited(self, probs: _Problems, lim: Limits) -> Iterator[Batch]:
+        """The reader's batches, cut at the `rows_per_file` limit; I/O errors and overruns as problems."""
+        most = lim.rows_per_file
+        try:
+            for rows, locations in self._dispatch(probs, lim):
+                room = most - self.count - probs.bad_rows
+                if len(rows) > room:
+                    rows, locations = rows[:max(0, room)], locations[:max(0, room)]
+                    self.count += len(rows)
+                    if rows:
+                        yield rows, locations
+                    at = locations[-1] if locations else None
+                    raise LimitExceeded("rows_per_file", most, f"the file holds more than {show('rows_per_file', most)} "
+                                        "(the `rows_per_file` limit); stopped reading"
+                                        + (f" after {self.table.location_kind} {at}" if at else ""), at)
+                self.count += len(rows)
+                yield rows, locations
+        except LimitExceeded as e:
+            probs.file(e.message, raise_help(e.name, e.value), kind="limit", line=e.line)
         except (EOFError, gzip.BadGzipFile, zlib.error) as e:
             probs.file(f"the compressed file is corrupt or truncated: {_excerpt(str(e), 100)}",
                        "compress it again", kind="unreadable")
+        except NotRegular as e:
+            probs.file(f"`{self.display}` is {e.strerror}", "name a data file: ftc reads only regular files",
+                       kind="not_regular")
+        except PermissionError:
+            probs.file(f"cannot read `{self.display}`: permission denied", "give the user running ftc read access "
+                       "(`ls -l` shows who may read it; `chmod u+r`)", kind="permission")
         except OSError as e:
-            probs.file(f"cannot read `{display}`: {e.strerror or e}", "check that the file is readable",
+            probs.file(f"cannot read `{self.display}`: {e.strerror or e}", "check that the file is readable",
                        kind="unreadable")
-        if not table.rows and not probs.items and probs.bad_rows == 0:
-            probs.file("empty: no rows", "the data source holds no rows", kind="empty")
-    table.problems, table.bad_rows = probs.items, probs.bad_rows
+
+    def _dispatch(self, probs: _Problems, lim: Limits) -> Iterator[Batch]:
+        path, table, fmt, size = self.path, self.table, self.fmt, self.batch_rows
+        if fmt in ("jsonl", "csv", "parquet"):
+            yield from {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}[fmt](
+                path, table, probs, lim, size)
+            table.sha256 = _sha256_files([path])
+        elif fmt == "hf_dataset":
+            files = yield from _read_hf_dataset(path, table, probs, lim, size)
+            table.sha256 = _sha256_files(sorted(files))
+        else:
+            if fmt == "image_folder":
+                table.sha256 = _read_image_folder(path, table, probs)
+            else:
+                _read_image_table(path, table, probs, lim, self.image_root, self.image_field)
+            rows, locations = table.rows, table.locations
+            table.rows, table.locations = [], []
+            for a in range(0, len(rows), size):
+                yield rows[a:a + size], locations[a:a + size]
+
+
+def read_table(path: Path, display: str, fmt: str | None = None, *, max_problems: int = 5,
+               image_root: Path | None = None, image_field: str = "image") -> Table:
+    """Read one data source whole. `display` is the path shown in problems; `fmt` one of FORMATS,
+    or None to infer it. For `image_table`, `image_field` names the column of image paths, which
+    are relative to `image_root` (default: the table's folder). Never raises for bad input; the
+    bounds of compiler/data/limits.py apply (TableStream reads the same source in batches)."""
+    stream = TableStream(path, display, fmt, max_problems=max_problems, image_root=image_root,
+                         image_field=image_field)
+    rows: list[dict[str, Any]] = []
+    locations: list[int] = []
+    for batch_rows, batch_locations in stream:
+        rows.extend(batch_rows)
+        locations.extend(batch_locations)
+    table = stream.table
+    table.rows, table.locations = rows, locations
     return table
 
 
-
-
-def _dispatch(path: Path, fmt: str, table: Table, probs: _Problems, image_root: Path | None,
-              image_field: str) -> None:
-    if fmt == "jsonl":
-        _read_jsonl(path, table, probs)
-        table.sha256 = _sha256_files([path])
-    elif fmt == "csv":
-        _read_csv(path, table, probs)
-        table.sha256 = _sha256_files([path])
-    elif fmt == "parquet":
-        _read_parquet(path, table, probs)
-        table.sha256 = _sha256_files([path])
-    elif fmt == "hf_dataset":
-        table.sha256 = _sha256_files(sorted(_read_hf_dataset(path, table, probs)))
-    elif fmt == "image_folder":
-        table.sha256 = _read_image_folder(path, table, probs)
-    else:
-        _read_image_table(path, table, probs, image_root, image_field)
-
-
-def _read_image_table(path: Path, table: Table, probs: _Problems, image_root: Path | None,
+def _read_image_table(path: Path, table: Table, probs: _Problems, lim: Limits, image_root: Path | None,
                       image_field: str) -> None:
     inner = _suffix_format(path.name)
     if inner not in TABLE_FORMATS:
         probs.file(f"an image table must be jsonl, csv or parquet; cannot tell what `{path.name}` is",
                    "name the table with a .jsonl, .csv or .parquet extension", kind="format")
         return
-    {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}[inner](path, table, probs)
+    reader = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}[inner]
+    for rows, locations in reader(path, table, probs, lim, _BATCH):
+        table.rows.extend(rows)
+        table.locations.extend(locations)
     table_hash = _sha256_files([path])
     if table.rows and image_field not in table.columns:
         probs.file(f"no `{image_field}` column of image paths (columns: {', '.join(table.columns)})",
