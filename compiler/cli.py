@@ -21,11 +21,14 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from ftc import __version__
 from ftc.compiler.targets import TARGETS
+
+if TYPE_CHECKING:
+    from ftc.runtime.runrecord import RunRow
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL, EXIT_REGISTRY = 0, 1, 2, 3, 6
 SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".ftc", ".tox"}
@@ -182,7 +185,7 @@ def _registry(create: bool = False):  # type: ignore[no-untyped-def]
     return Registry()
 
 
-def _resolve(registry: Any, ref: str) -> dict[str, Any]:
+def _resolve(registry: Any, ref: str) -> RunRow:
     from ftc.runtime.registry import UnknownRun, default_root
 
     if registry is None:
@@ -190,7 +193,8 @@ def _resolve(registry: Any, ref: str) -> dict[str, Any]:
                          "`ftc run SPEC` records runs; FTC_HOME points ftc at another .ftc folder")
     row = registry.get(registry.resolve(ref))
     assert row is not None
-    return row  # type: ignore[no-any-return]
+    found: RunRow = row
+    return found
 
 
 def _checked_or_exit(spec_path: str, fmt: str = "text"):  # type: ignore[no-untyped-def]
@@ -330,60 +334,60 @@ def runs_show(run_id: str, fmt: str) -> None:
     registry = _registry()
     row = _resolve(registry, run_id)
     record = row["record"]
-    artifact = record.get("artifact") or {}
-    removed = artifact.get("removed")
-    missing = bool(artifact) and not removed and not Path(artifact.get("path") or "").exists()
+    artifact = record.artifact
+    removed = artifact.removed if artifact else None
+    missing = artifact is not None and removed is None and not Path(artifact.path or "").exists()
     problem = artifact_problem(record) if artifact else None
     is_active = registry.active(row["spec_name"]) == row["id"]
     events = registry.history(run_id=row["id"])
     dead = row["status"] == "running" and not alive(record)
     if fmt == "json":
-        click.echo(_json.dumps({**row, "artifact_missing": missing, "artifact_removed": bool(removed),
-                                "artifact_problem": problem, "active": is_active, "events": events,
-                                "process_gone": dead}, indent=2, sort_keys=True, default=str))
+        click.echo(_json.dumps({**row, "record": record.to_json(), "artifact_missing": missing,
+                                "artifact_removed": removed is not None, "artifact_problem": problem,
+                                "active": is_active, "events": events, "process_gone": dead},
+                               indent=2, sort_keys=True, default=str))
         return
     status = row["status"] + (" (active)" if is_active else "")
     click.echo(f"run {row['id']}  {row['spec_name']}  {status}  plan {row['plan_hash'][:12]}")
-    click.echo(f"started {when(row['started'])}  finished {when(row['finished'])}  by {record.get('user')}  "
-               f"on {(record.get('hardware') or {}).get('host') or '?'}")
+    click.echo(f"started {when(row['started'])}  finished {when(row['finished'])}  by {record.user}  "
+               f"on {record.hardware.host or '?'}")
     if dead:
-        click.echo(f"note: its process ({record.get('pid')}) is gone: continue it with `ftc run "
-                   f"{(record.get('spec') or {}).get('path')} --resume`")
-    spec = record.get("spec", {})
-    click.echo(f"spec: {spec.get('path')} (sha256 {str(spec.get('sha256'))[:12]})")
-    base = record.get("base", {})
+        click.echo(f"note: its process ({record.pid}) is gone: continue it with `ftc run "
+                   f"{record.spec_path} --resume`")
+    click.echo(f"spec: {record.spec_path} (sha256 {str(record.spec.get('sha256'))[:12]})")
+    base = record.base
     click.echo(f"base: {base.get('ref')} revision {base.get('revision')} sha256 {str(base.get('sha256'))[:12]}")
-    method = record.get("method") or {}
-    if method:
-        click.echo("method: " + ", ".join(f"{k} {v}" for k, v in sorted(method.items())))
-    for name, size in sorted(record.get("data", {}).get("sizes", {}).items()):
-        click.echo(f"data: {name} {size} rows sha256 {record['data']['hashes'].get(name, '')[:12]}")
-    click.echo(f"seed: {record.get('seed')}  git: {record.get('git_commit')}  versions: "
-               + ", ".join(f"{k} {v}" for k, v in sorted((record.get("versions") or {}).items()) if v))
-    options = {k: v for k, v in (record.get("options") or {}).items() if v not in (None, False)}
+    if record.method:
+        click.echo("method: " + ", ".join(f"{k} {v}" for k, v in sorted(record.method.items())))
+    sizes, hashes = record.data.get("sizes"), record.data.get("hashes")
+    for name, size in sorted(sizes.items()) if isinstance(sizes, dict) else ():
+        digest = hashes.get(name) if isinstance(hashes, dict) else None
+        click.echo(f"data: {name} {size} rows sha256 {str(digest or '')[:12]}")
+    click.echo(f"seed: {record.seed}  git: {record.git_commit}  versions: "
+               + ", ".join(f"{k} {v}" for k, v in sorted(record.versions.items()) if v))
+    options = {k: v for k, v in record.options.items() if v not in (None, False)}
     if options:
         click.echo("options: " + ", ".join(f"{k} {v}" for k, v in sorted(options.items())))
-    for g in record.get("gates", []):
-        click.echo(f"gate: {g['gate']}  before {g['before']}  after {g['value']}  "
-                   f"{'pass' if g['passed'] else 'FAIL'}")
-    forced = record.get("forced_promotion")
+    for g in record.gates:
+        click.echo(f"gate: {g.gate}  before {g.before}  after {g.value}  {'pass' if g.passed else 'FAIL'}")
+    forced = record.forced_promotion
     if forced:
-        click.echo(f"forced promotion: by {forced.get('user')} on {when(forced.get('at'))} although its gates "
-                   f"failed: {forced.get('reason')}")
-    if record.get("error"):
-        click.echo(f"error: {record['error']}")
-    if record.get("interrupted_by"):
-        click.echo(f"interrupted by {record['interrupted_by']}: continue with `ftc run --resume`")
+        click.echo(f"forced promotion: by {forced.user} on {when(forced.at)} although its gates "
+                   f"failed: {forced.reason}")
+    if record.error:
+        click.echo(f"error: {record.error}")
+    if record.interrupted_by:
+        click.echo(f"interrupted by {record.interrupted_by}: continue with `ftc run --resume`")
     if artifact:
-        sha = str(artifact.get("sha256") or "")[:12]
+        sha = str(artifact.sha256 or "")[:12]
         if removed:
-            click.echo(f"artifact: removed by `{removed.get('by')}` on {when(removed.get('at'))} "
-                       f"(was {artifact.get('path')}, sha256 {sha})")
+            click.echo(f"artifact: removed by `{removed.by}` on {when(removed.at)} "
+                       f"(was {artifact.path}, sha256 {sha})")
         else:
-            click.echo(f"artifact: {artifact['path']} sha256 {sha}" + ("  (MISSING on disk)" if missing else ""))
-            if artifact.get("merged"):
-                gone = "" if Path(artifact["merged"]).exists() else "  (MISSING on disk)"
-                click.echo(f"merged: {artifact['merged']} sha256 {str(artifact.get('merged_sha256'))[:12]}{gone}")
+            click.echo(f"artifact: {artifact.path} sha256 {sha}" + ("  (MISSING on disk)" if missing else ""))
+            if artifact.merged:
+                gone = "" if Path(artifact.merged).exists() else "  (MISSING on disk)"
+                click.echo(f"merged: {artifact.merged} sha256 {str(artifact.merged_sha256)[:12]}{gone}")
     for e in events:
         click.echo(f"event: {when(e['at'])}  {e['action']}  {e['run_id']}  by {e['user'] or '?'}"
                    + (f"  ({e['reason']})" if e["reason"] else ""))
@@ -457,12 +461,12 @@ def active(spec_name: str, fmt: str, history: bool, show_path: bool) -> None:
     info = registry.active_info(spec_name) if registry else None
     events = [e for e in registry.history(spec_name) if e["action"] != "artifact-removed"] if registry else []
     row = registry.get(info["run_id"]) if registry and info else None
-    artifact = (row or {}).get("record", {}).get("artifact") or {}
+    artifact = row["record"].artifact if row else None
     if fmt == "json":
         doc: dict[str, Any] = {"format_version": 1, "spec": spec_name, "active": None}
         if info and row:
             doc["active"] = {"run_id": info["run_id"], "since": info["since"], "status": row["status"],
-                             "event": info["event"], "artifact": artifact or None,
+                             "event": info["event"], "artifact": row["record"].to_json()["artifact"],
                              "artifact_problem": artifact_problem(row["record"])}
         if history:
             doc["history"] = events
@@ -471,7 +475,7 @@ def active(spec_name: str, fmt: str, history: bool, show_path: bool) -> None:
         if info is None:
             click.echo(f"no active model for `{spec_name}`", err=True)
         elif show_path:
-            click.echo(artifact.get("path") or "")
+            click.echo(artifact.path or "" if artifact else "")
         else:
             click.echo(info["run_id"])
         if history:

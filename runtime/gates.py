@@ -13,23 +13,17 @@ reason: it never passes silently.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
 from typing import Any
 
 from ftc.compiler import schema as s
+from ftc.runtime.runrecord import GateRecord
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq,
        "!=": operator.ne}
 HIGHER_IS_BETTER = s.HIGHER_IS_BETTER  # the rates (compiler/schema.py): one table for check and run
 
 
-@dataclass(frozen=True)
-class GateResult:
-    gate: str  # as written: "f1 >= 0.85 on test.email"
-    value: float | None
-    before: float | None  # the base model's value, when there is one
-    passed: bool
-    note: str = ""
+GateResult = GateRecord  # one type: what the gates give is what the run record holds
 
 
 def metric_value(metrics: dict[str, float], name: str, qualifier: str | None) -> float | None:

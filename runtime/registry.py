@@ -24,15 +24,17 @@ earlier model) raises Refused.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from ftc.runtime.runrecord import ForcedPromotion, RecordFormatError, Removal, RunRecord, RunRow
 
 SCHEMA_VERSION = 2
 DEFAULT_TIMEOUT = 30.0
@@ -112,21 +114,15 @@ def when(ts: float | None) -> str:
     return "—" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def gates_passed(record: dict[str, Any]) -> bool:
-    gates = record.get("gates") or []
-    return bool(gates) and all(g.get("passed") for g in gates)
-
-
-def artifact_problem(record: dict[str, Any]) -> str | None:
+def artifact_problem(record: RunRecord) -> str | None:
     """Why the run's model cannot be served (None when its artifact is on disk)."""
-    art = record.get("artifact")
-    if not art:
+    art = record.artifact
+    if art is None:
         return "it has no artifact"
-    removed = art.get("removed")
-    if removed:
-        return f"its artifact was removed by `{removed.get('by', 'ftc gc')}` on {when(removed.get('at'))}"
-    if not Path(art.get("path") or "").exists():
-        return f"its artifact is missing from disk ({art.get('path')})"
+    if art.removed is not None:
+        return f"its artifact was removed by `{art.removed.by}` on {when(art.removed.at)}"
+    if not art.path or not Path(art.path).exists():
+        return f"its artifact is missing from disk ({art.path})"
     return None
 
 
@@ -257,34 +253,33 @@ class Registry:
     # -----------------------------------------------------------------------------------------
     # Runs
 
-    def start(self, run_id: str, spec_name: str, plan_hash: str, record: dict[str, Any]) -> None:
+    def start(self, run_id: str, spec_name: str, plan_hash: str, record: RunRecord) -> None:
         with self._db(write=True) as db:
             db.execute("INSERT INTO runs (id, spec_name, status, plan_hash, started, record) VALUES (?,?,?,?,?,?)",
-                       (run_id, spec_name, "running", plan_hash, time.time(), json.dumps(record, sort_keys=True)))
+                       (run_id, spec_name, "running", plan_hash, time.time(), record.dumps()))
 
     def mark(self, run_id: str, status: str) -> None:
         with self._db(write=True) as db:
             db.execute("UPDATE runs SET status=? WHERE id=?", (status, run_id))
 
-    def finish(self, run_id: str, status: str, record: dict[str, Any], *, user: str | None = None) -> None:
+    def finish(self, run_id: str, status: str, record: RunRecord, *, user: str | None = None) -> None:
         """Record the outcome; a `promoted` run becomes the active model of its spec (same transaction)."""
         with self._db(write=True) as db:
             now = time.time()
             db.execute("UPDATE runs SET status=?, finished=?, record=? WHERE id=?",
-                       (status, now, json.dumps(record, sort_keys=True), run_id))
+                       (status, now, record.dumps(), run_id))
             if status == "promoted":
                 spec_name = db.execute("SELECT spec_name FROM runs WHERE id=?", (run_id,)).fetchone()[0]
                 self._activate(db, spec_name, run_id, "promote", "gates passed", user or current_user(), now)
 
-    def update_record(self, run_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def update_record(self, run_id: str, change: Callable[[RunRecord], RunRecord]) -> None:
         """Read, change and write one record in one transaction."""
         with self._db(write=True) as db:
             row = db.execute("SELECT record FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is not None:
-                db.execute("UPDATE runs SET record=? WHERE id=?",
-                           (json.dumps(change(json.loads(row[0])), sort_keys=True), run_id))
+                db.execute("UPDATE runs SET record=? WHERE id=?", (change(RunRecord.loads(row[0])).dumps(), run_id))
 
-    def get(self, run_id: str) -> dict[str, Any] | None:
+    def get(self, run_id: str) -> RunRow | None:
         with self._db() as db:
             row = db.execute(f"SELECT {_COLUMNS} FROM runs WHERE id=?", (run_id,)).fetchone()
         return _row(row) if row else None
@@ -303,7 +298,7 @@ class Registry:
             raise UnknownRun(f"`{ref}` matches {len(found)} runs: {shown}", "give more of the id")
         raise UnknownRun(f"no run `{ref}` in {self.path}", "`ftc runs list` shows the recorded runs")
 
-    def runs(self, spec_name: str | None = None) -> list[dict[str, Any]]:
+    def runs(self, spec_name: str | None = None) -> list[RunRow]:
         query = f"SELECT {_COLUMNS} FROM runs"
         args: tuple[Any, ...] = ()
         if spec_name:
@@ -383,9 +378,9 @@ class Registry:
             previous = current[0] if current else None
             if previous == run_id:
                 return {"spec": name, "run_id": run_id, "previous": previous, "forced": False, "changed": False}
-            passed = gates_passed(record)
+            passed = record.gates_passed
             if not passed and not force:
-                failed = [g.get("gate", "?") for g in record.get("gates") or [] if not g.get("passed")]
+                failed = record.failed_gates()
                 why = f"its gates failed: {'; '.join(failed)}" if failed else "it has no gates that passed"
                 raise Refused(f"{run_id} was not promoted: {why}",
                               'promote it anyway with --force --reason "why" (recorded with your name)')
@@ -394,11 +389,9 @@ class Registry:
             self._activate(db, name, run_id, action, reason or ("gates passed" if passed else None),
                            user or current_user(), time.time())
             if status != "promoted":  # a rejected run, forced: the record keeps its failed gates and says why
-                record = {**record, "status": "promoted",
-                          "forced_promotion": {"reason": reason, "user": user or current_user(), "at": time.time(),
-                                               "was": status}}
-                db.execute("UPDATE runs SET status='promoted', record=? WHERE id=?",
-                           (json.dumps(record, sort_keys=True), run_id))
+                record = record.but(status="promoted", forced_promotion=ForcedPromotion(
+                    reason=reason, user=user or current_user(), at=time.time(), was=status))
+                db.execute("UPDATE runs SET status='promoted', record=? WHERE id=?", (record.dumps(), run_id))
         return {"spec": name, "run_id": run_id, "previous": previous, "forced": forced, "changed": True}
 
     def rollback(self, spec_name: str, *, reason: str | None = None, user: str | None = None) -> dict[str, Any]:
@@ -431,10 +424,10 @@ class Registry:
                 row = db.execute("SELECT spec_name, record FROM runs WHERE id=?", (run_id,)).fetchone()
                 if row is None:
                     continue
-                record = json.loads(row[1])
-                if record.get("artifact"):
-                    record["artifact"]["removed"] = {"by": by, "at": now, "user": who}
-                db.execute("UPDATE runs SET record=? WHERE id=?", (json.dumps(record, sort_keys=True), run_id))
+                record = RunRecord.loads(row[1])
+                if record.artifact is not None:
+                    record = record.but(artifact=replace(record.artifact, removed=Removal(by=by, at=now, user=who)))
+                db.execute("UPDATE runs SET record=? WHERE id=?", (record.dumps(), run_id))
                 db.execute("INSERT INTO events (at, spec_name, run_id, action, reason, user) VALUES (?,?,?,?,?,?)",
                            (now, row[0], run_id, "artifact-removed", by, who))
 
@@ -453,9 +446,14 @@ class Registry:
 _COLUMNS = "id, spec_name, status, plan_hash, started, finished, record"
 
 
-def _row(row: tuple[Any, ...]) -> dict[str, Any]:
+def _row(row: tuple[Any, ...]) -> RunRow:
+    try:
+        record = RunRecord.loads(row[6])
+    except RecordFormatError as err:
+        raise RegistryError(f"run {row[0]}: {err}", "a newer ftc wrote to this registry: use that version "
+                            "(`pip install -U ftc`), or point FTC_HOME at another registry") from err
     return {"id": row[0], "spec_name": row[1], "status": row[2], "plan_hash": row[3], "started": row[4],
-            "finished": row[5], "record": json.loads(row[6])}
+            "finished": row[5], "record": record}
 
 
 def _events(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:

@@ -14,14 +14,15 @@ from __future__ import annotations
 import base64
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from ftc.runtime import report_details as details
 from ftc.runtime import report_sections as sections
-from ftc.runtime.report_sections import Block, Para, Plot, Pre, Run, Section, Table, d, lst
+from ftc.runtime.report_sections import Block, Para, Plot, Pre, Run, Section, Table, d
+from ftc.runtime.runrecord import RunRecord
 
 FORMATS = ("html", "md")
 BUILDERS: tuple[Callable[[Run], Section], ...] = (
@@ -53,7 +54,7 @@ figcaption{font-size:12px;color:#555}
 """.strip()
 
 
-def write_report(row: dict[str, Any], out: Path, fmt: str = "html") -> None:
+def write_report(row: Mapping[str, Any], out: Path, fmt: str = "html") -> None:
     """Write the report of a registry row (`Registry().get(run_id)`) to `out` (html or md)."""
     text = render(row, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -62,17 +63,17 @@ def write_report(row: dict[str, Any], out: Path, fmt: str = "html") -> None:
     os.replace(tmp, out)
 
 
-def render(row: dict[str, Any], fmt: str = "html") -> str:
+def render(row: Mapping[str, Any], fmt: str = "html") -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format `{fmt}`: use one of {', '.join(FORMATS)}")
     title, banner, secs = build(row)
     return html_doc(title, banner, secs) if fmt == "html" else markdown_doc(title, banner, secs)
 
 
-def build(row: dict[str, Any]) -> tuple[str, Banner, list[Section]]:
+def build(row: Mapping[str, Any]) -> tuple[str, Banner, list[Section]]:
     row = d(row)
-    rec = d(row.get("record"))
-    missing: list[str] = [] if rec else ["the record is empty"]
+    rec, problems = sections.record_of(row)
+    missing: list[str] = problems
     events, source = sections.load_events(rec, missing)
     run = Run(row, rec, events, source, missing)
     secs: list[Section] = []
@@ -88,14 +89,13 @@ def build(row: dict[str, Any]) -> tuple[str, Banner, list[Section]]:
             secs.append(sec)
     if missing:
         secs.insert(1, Section("What is missing", [Para(m) for m in dict.fromkeys(missing)]))
-    run_id = row.get("id") or rec.get("run_id") or "unknown run"
+    run_id = row.get("id") or rec.run_id or "unknown run"
     return f"ftc run report: {run_id}", banner(row, rec), secs
 
 
-def banner(row: dict[str, Any], rec: dict[str, Any]) -> Banner:
-    status = str(row.get("status") or rec.get("status") or "unknown")
-    gates = [d(g) for g in lst(rec.get("gates"))]
-    failed = [str(g.get("gate")) for g in gates if not g.get("passed")]
+def banner(row: dict[str, Any], rec: RunRecord) -> Banner:
+    status = str(row.get("status") or rec.status or "unknown")
+    gates, failed = rec.gates, rec.failed_gates()
     if status == "promoted":
         return ("ok" if not failed else "warn", "PROMOTED",
                 f"all {len(gates)} gate(s) passed: the model was promoted" if not failed else
@@ -104,7 +104,7 @@ def banner(row: dict[str, Any], rec: dict[str, Any]) -> Banner:
         return ("bad", "REJECTED", (f"{len(failed)} of {len(gates)} gate(s) failed ({'; '.join(failed)}): "
                                    "the model was not promoted"))
     if status == "failed":
-        return "bad", "FAILED", f"the run failed: {rec.get('error') or 'no error recorded'}"
+        return "bad", "FAILED", f"the run failed: {rec.error or 'no error recorded'}"
     if status == "interrupted":
         return "warn", "INTERRUPTED", "the run stopped before it finished: continue it with `ftc run --resume`"
     if status == "running":

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from ftc.runtime import svg
 from ftc.runtime.report_sections import (
-    KNOWN,
     Block,
     Para,
     Plot,
@@ -31,7 +30,7 @@ def _clip(text: str) -> str:
 
 def latency(run: Run) -> Section:
     sec = Section("Latency")
-    lat = d(d(run.rec.get("metrics")).get("latency"))
+    lat = run.rec.metrics.get("latency", {})
     if not lat:
         sec.blocks.append(Para("Latency was not measured (the spec has no latency gate, or the run stopped "
                                "before it)."))
@@ -58,7 +57,7 @@ def latency(run: Run) -> Section:
 
 def confusion(run: Run) -> Section:
     sec = Section("Confusion matrices")
-    extra = d(run.rec.get("extra"))
+    extra = run.rec.extra
     for key in sorted(extra):
         cm = d(d(extra[key]).get("confusion_matrix"))
         if cm:
@@ -73,7 +72,7 @@ def confusion(run: Run) -> Section:
 
 def predictions(run: Run) -> Section:
     sec = Section("Prediction samples")
-    extra = d(run.rec.get("extra"))
+    extra = run.rec.extra
     for key in sorted(extra):
         samples = [d(r) for r in lst(d(extra[key]).get("samples"))][:10]
         if samples:
@@ -107,11 +106,11 @@ def event_log(run: Run) -> Section:
 
 def error(run: Run) -> Section:
     sec = Section("Error")
-    err = run.rec.get("error")
+    err = run.rec.error
     if err:
-        sec.blocks.append(Pre(num(err)))
-    run_dir = run.rec.get("run_dir")
-    if isinstance(run_dir, str) and run_dir:
+        sec.blocks.append(Pre(err))
+    run_dir = run.rec.run_dir
+    if run_dir:
         try:
             trace = (Path(run_dir) / "error.txt").read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
@@ -119,7 +118,7 @@ def error(run: Run) -> Section:
         if trace:
             sec.blocks.append(Para(f"The last {min(60, len(trace))} lines of {Path(run_dir) / 'error.txt'}:"))
             sec.blocks.append(Pre("\n".join(trace[-60:])))
-    status = run.row.get("status") or run.rec.get("status")
+    status = run.row.get("status") or run.rec.status
     if status == "failed" and not sec.blocks:
         run.missing.append("the run failed but its error is not recorded")
     return sec
@@ -144,68 +143,64 @@ def _kv(caption: str, table: dict[str, object], first: tuple[str, ...] = ()) -> 
 
 def lineage(run: Run) -> Section:
     rec = run.rec
-    for key in ("spec", "base", "data", "method", "seed", "versions", "hardware", "git_commit", "user"):
-        if key not in rec:
-            run.missing.append(f"lineage: `{key}` is not recorded")
-    spec = d(rec.get("spec"))
+    recorded = {"spec": rec.spec, "base": rec.base, "data": rec.data, "seed": rec.seed, "versions": rec.versions,
+                "hardware": rec.hardware.host or rec.hardware.machine, "user": rec.user}
+    run.missing += [f"lineage: `{key}` is not recorded" for key, v in recorded.items() if v in (None, {})]
+    spec = rec.spec
     blocks: list[Block] = [
         _kv("Spec", {**spec, "files": ", ".join(str(f) for f in lst(spec.get("files"))) or None,
-                     "plan hash": rec.get("plan_hash"), "ftc version": rec.get("ftc_version")},
+                     "plan hash": rec.plan_hash, "ftc version": rec.ftc_version},
             ("name", "path", "sha256", "files")),
-        _kv("Base model", d(rec.get("base")), ("ref", "revision", "sha256")),
-        _kv("Method", d(rec.get("method")), ("kind",))]
-    setup: dict[str, object] = {"seed": rec.get("seed")}
+        _kv("Base model", dict(rec.base), ("ref", "revision", "sha256")),
+        _kv("Method", dict(rec.method), ("kind",))]
+    setup: dict[str, object] = {"seed": rec.seed}
     for i, e in enumerate(e for e in run.events if e.get("event") == "start"):
         tag = f"{e['stage']}: " if e.get("stage") else (f"{i + 1}: " if i else "")
         setup.update({f"{tag}{k}": v for k, v in e.items() if k not in ("event", "stage")})
-    setup.update({f"option {k}": v for k, v in d(rec.get("options")).items()})
+    setup.update({f"option {k}": v for k, v in rec.options.items()})
     blocks.append(_kv("Training setup", setup, ("seed",)))
-    training = d(rec.get("training"))
-    blocks += [_kv(f"Training settings: {node}", d(training[node])) for node in sorted(training)]
-    data = d(rec.get("data"))
-    sizes, hashes = d(data.get("sizes")), d(data.get("hashes"))
+    blocks += [_kv(f"Training settings: {node}", dict(rec.training[node])) for node in sorted(rec.training)]
+    sizes, hashes = d(rec.data.get("sizes")), d(rec.data.get("hashes"))
     splits = sorted(set(sizes) | set(hashes))
     blocks.append(Table(("split", "rows", "sha256"), [(s, num(sizes.get(s)), num(hashes.get(s))) for s in splits]
                         or [("(nothing recorded)", "—", "—")], caption="Data"))
-    rest = {k: v for k, v in data.items() if k not in ("sizes", "hashes")}
+    rest: dict[str, object] = {k: v for k, v in rec.data.items() if k not in ("sizes", "hashes")}
     if rest:
         blocks.append(_kv("Data: other details", rest))
-    env: dict[str, object] = {"python": rec.get("python"), "git commit": rec.get("git_commit"),
-                              "user": rec.get("user")}
-    env.update({f"package {k}": v for k, v in d(rec.get("versions")).items()})
-    env.update({f"hardware {k}": v for k, v in d(rec.get("hardware")).items()})
+    env: dict[str, object] = {"python": rec.python, "git commit": rec.git_commit, "user": rec.user}
+    env.update({f"package {k}": v for k, v in rec.versions.items()})
+    env.update({f"hardware {k}": v for k, v in vars(rec.hardware).items()})
     blocks.append(_kv("Environment", env, ("python", "git commit", "user")))
-    waivers = [d(w) for w in lst(rec.get("waivers"))]
-    blocks.append(Table(("code", "reason"), [(num(w.get("code")), num(w.get("reason"))) for w in waivers]
+    blocks.append(Table(("code", "reason"), [(w.code, w.reason) for w in rec.waivers]
                         or [("(none)", "—")], caption="Waivers"))
     return Section("Lineage", blocks)
 
 
 def artifact(run: Run) -> Section:
-    art = d(run.rec.get("artifact"))
-    if not art:
+    art = run.rec.artifact
+    if art is None:
         run.missing.append("no artifact is recorded (the run did not finish training)")
         return Section("Artifact", [Para("No artifact is recorded.")])
-    path = art.get("path")
-    on_disk = "present" if isinstance(path, str) and path and Path(path).exists() else "MISSING on disk"
-    return Section("Artifact", [_kv("", {**art, "on disk": on_disk}, ("path", "sha256", "kind"))])
+    on_disk = "present" if art.path and Path(art.path).exists() else "MISSING on disk"
+    shown = d(run.rec.to_json()["artifact"])
+    return Section("Artifact", [_kv("", {**shown, "on disk": on_disk}, ("path", "sha256", "kind"))])
 
 
 def spec_text(run: Run) -> Section:
-    text, path = run.rec.get("spec_text"), d(run.rec.get("spec")).get("path")
+    text, path = run.rec.spec_text, run.rec.spec_path
     sec = Section("Spec text")
-    if isinstance(text, str):
+    if text is not None:
         sec.blocks += [Para(f"{path or 'the spec'}:"), Pre(text)]
     else:
         run.missing.append("the spec text is not in the record (older ftc): see the spec's sha256 under Lineage")
         sec.blocks.append(Para("The spec text is not in this record."))
-    sources = d(run.rec.get("spec_sources"))
+    sources = run.rec.spec_sources
     for name in sorted(sources):
-        if name != path and isinstance(sources[name], str):
+        if name != path:
             sec.blocks += [Para(f"{name} (a file it builds on):"), Pre(sources[name])]
     return sec
 
 
 def other(run: Run) -> Section:
-    rows = [(k, _clip(num(v))) for k, v in sorted(run.rec.items()) if k not in KNOWN]
+    rows = [(k, _clip(num(v))) for k, v in sorted(run.rec.other.items())]
     return Section("Other recorded fields", [Table(("field", "value"), rows)] if rows else [])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.runtime import svg
+from ftc.runtime.runrecord import GateRecord, RecordFormatError, RunRecord
 from ftc.runtime.svg import Series
 
 
@@ -56,7 +57,7 @@ class Section:
 @dataclass
 class Run:
     row: dict[str, Any]
-    rec: dict[str, Any]
+    rec: RunRecord
     events: list[dict[str, Any]]
     source: str
     missing: list[str]
@@ -64,9 +65,6 @@ class Run:
 
 GATE = re.compile(r"^(?P<metric>\S+) (?P<op>>=|<=|==|!=|>|<) (?P<threshold>\S+)")
 PREFERRED = ("f1.macro", "f1", "accuracy", "exact_match", "reward_accuracy", "recall_at_k", "loss")
-KNOWN = {"ftc_version", "plan_hash", "spec", "spec_text", "base", "data", "method", "seed", "versions", "python",
-         "retention", "hardware", "git_commit", "user", "waivers", "run_id", "run_dir", "artifact", "status", "gates", "metrics",
-         "slices", "extra", "history", "error", "spec_sources", "training", "options"}
 
 
 def d(v: Any) -> dict[str, Any]:
@@ -109,27 +107,42 @@ def lookup(metrics: dict[str, Any], metric: str) -> str | None:
     return None
 
 
-def gates(run: Run) -> list[dict[str, Any]]:
-    return [d(g) for g in lst(run.rec.get("gates"))]
+def record_of(row: dict[str, Any]) -> tuple[RunRecord, list[str]]:
+    """The row's record (typed already from the registry; a plain JSON object from elsewhere) and what
+    of it did not read."""
+    rec = row.get("record")
+    if isinstance(rec, RunRecord):
+        return rec, list(rec.problems)
+    if not rec:
+        return RunRecord(), ["the record is empty"]
+    try:
+        typed = RunRecord.from_json(rec)
+    except RecordFormatError as err:
+        return RunRecord(), [str(err)]
+    return typed, list(typed.problems)
+
+
+def gates(run: Run) -> tuple[GateRecord, ...]:
+    return run.rec.gates
 
 
 def gate_metrics(run: Run) -> list[tuple[str, str, str, float | None]]:
     """(gate text, metric, threshold as written, threshold as a number) of gates on a model metric."""
     out = []
     for g in gates(run):
-        m = GATE.match(str(g.get("gate", "")))
+        m = GATE.match(g.gate)
         if m and not m["metric"].startswith(("latency", "regression")):
             try:
                 value: float | None = float(m["threshold"])
             except ValueError:
                 value = None
-            out.append((str(g.get("gate")), m["metric"], f"{m['op']} {m['threshold']}", value))
+            out.append((g.gate, m["metric"], f"{m['op']} {m['threshold']}", value))
     return out
 
 
-def load_events(rec: dict[str, Any], missing: list[str]) -> tuple[list[dict[str, Any]], str]:
-    run_dir = rec.get("run_dir")
-    if isinstance(run_dir, str) and run_dir:
+def load_events(rec: RunRecord, missing: list[str]) -> tuple[list[dict[str, Any]], str]:
+    run_dir = rec.run_dir
+    if run_dir:
         path = Path(run_dir) / "events.jsonl"
         try:
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -150,7 +163,7 @@ def load_events(rec: dict[str, Any], missing: list[str]) -> tuple[list[dict[str,
             return events, str(path)
     else:
         missing.append("the record names no run folder: curves come from the record's history")
-    return [d(e) for e in lst(rec.get("history"))], "the record's history"
+    return [dict(e) for e in rec.history], "the record's history"
 
 
 def phases(events: list[dict[str, Any]]) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
@@ -188,13 +201,13 @@ def summary(run: Run) -> Section:
     row, rec = run.row, run.rec
     started, finished = row.get("started"), row.get("finished")
     took = f"{finished - started:.1f} s" if svg.finite(started) and svg.finite(finished) else "—"
-    rows = [("run", num(row.get("id") or rec.get("run_id"))), ("spec name", num(row.get("spec_name"))),
-            ("status", num(row.get("status") or rec.get("status"))),
-            ("plan hash", num(row.get("plan_hash") or rec.get("plan_hash"))),
+    rows = [("run", num(row.get("id") or rec.run_id)), ("spec name", num(row.get("spec_name"))),
+            ("status", num(row.get("status") or rec.status)),
+            ("plan hash", num(row.get("plan_hash") or rec.plan_hash)),
             ("started", when(started)), ("finished", when(finished)), ("duration", took),
             ("curves from", run.source)]
-    if rec.get("resumed"):
-        rows.append(("resumed", f"{num(rec.get('resumed'))} time(s)"))
+    if rec.resumed:
+        rows.append(("resumed", f"{rec.resumed} time(s)"))
     return Section("Summary", [Table(("field", "value"), rows)])
 
 
@@ -206,11 +219,10 @@ def gate_table(run: Run) -> Section:
         return sec
     rows = []
     for g in gates(run):
-        m = GATE.match(str(g.get("gate", "")))
+        m = GATE.match(g.gate)
         latency = bool(m and m["metric"].startswith("latency"))
-        rows.append((num(g.get("gate")), _gate_cell(g.get("before"), latency), _gate_cell(g.get("value"), latency),
-                     f"{m['op']} {m['threshold']}" if m else "—", "pass" if g.get("passed") else "FAIL",
-                     num(g.get("note") or "")))
+        rows.append((g.gate, _gate_cell(g.before, latency), _gate_cell(g.value, latency),
+                     f"{m['op']} {m['threshold']}" if m else "—", "pass" if g.passed else "FAIL", g.note))
     sec.blocks.append(Table(("gate", "before", "after", "threshold", "result", "note"), rows))
     return sec
 
@@ -239,7 +251,7 @@ def _change(a: Any, b: Any) -> str:
 
 def metric_tables(run: Run) -> Section:
     sec = Section("Metrics per split (before: base model, after: tuned model)")
-    pairs = _pairs(d(run.rec.get("metrics")))
+    pairs = _pairs(run.rec.metrics)
     if not pairs:
         run.missing.append("no evaluation metrics are recorded")
         sec.blocks.append(Para("No evaluation metrics are recorded."))
@@ -259,12 +271,12 @@ def _chart_metrics(run: Run, available: dict[str, Any]) -> list[str]:
 
 def slice_tables(run: Run) -> Section:
     sec = Section("Slices")
-    pairs = _pairs(d(run.rec.get("slices")))
+    pairs = _pairs(run.rec.slices)
     if not any(d(v) for who in pairs.values() for v in who.values()):
         sec.blocks.append(Para("No slice metrics are recorded (the spec declares no slices, or evaluation did "
                                "not run)."))
         return sec
-    overall = _pairs(d(run.rec.get("metrics")))
+    overall = _pairs(run.rec.metrics)
     for target, who in pairs.items():
         before, after = d(who.get("base")), d(who.get("tuned"))
         names = sorted(set(before) | set(after))

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.runtime.registry import FINISHED, Refused, Registry
+from ftc.runtime.runrecord import RunRecord, RunRow
 from ftc.runtime.store import Store, remove_tree, tree_size
 
 PRUNE_BY = "ftc gc --prune-rejected"
@@ -70,10 +71,10 @@ class Collected:
                             for i in self.items]}
 
 
-def alive(record: dict[str, Any]) -> bool:
+def alive(record: RunRecord) -> bool:
     """Whether a `running` run's process may still be running (unknown counts as alive)."""
-    pid, host = record.get("pid"), (record.get("hardware") or {}).get("host")
-    if not isinstance(pid, int) or not host or host != platform.node():
+    pid, host = record.pid, record.hardware.host
+    if pid is None or not host or host != platform.node():
         return True
     try:
         os.kill(pid, 0)
@@ -92,15 +93,8 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def _artifact_paths(record: dict[str, Any]) -> list[tuple[Path, str | None]]:
-    art = record.get("artifact") or {}
-    if art.get("removed"):
-        return []
-    out = []
-    for key, digest in (("path", "sha256"), ("merged", "merged_sha256")):
-        if art.get(key):
-            out.append((Path(art[key]), art.get(digest)))
-    return out
+def _artifact_paths(record: RunRecord) -> list[tuple[Path, str | None]]:
+    return [(Path(p), digest) for p, digest in record.artifact.paths()] if record.artifact else []
 
 
 def _staging(run_dir: Path) -> list[Path]:
@@ -127,21 +121,21 @@ def _checkpoint_folders(run_dir: Path) -> list[Path]:
     return sorted(found)
 
 
-def declared_retention(rows: list[dict[str, Any]]) -> dict[str, int]:
+def declared_retention(rows: list[RunRow]) -> dict[str, int]:
     """spec name -> N of `artifacts keep N` in the record of the spec's newest run (rows come oldest
     first); a spec whose newest run declares nothing (or an unreadable value) is absent."""
-    newest: dict[str, dict[str, Any]] = {}
+    newest: dict[str, RunRow] = {}
     for r in rows:
         newest[r["spec_name"]] = r
     out: dict[str, int] = {}
     for name, r in sorted(newest.items()):
-        keep = (r["record"].get("retention") or {}).get("artifacts_keep")
-        if isinstance(keep, int) and not isinstance(keep, bool) and keep >= 0:
+        keep = r["record"].artifacts_keep
+        if keep is not None and keep >= 0:
             out[name] = keep
     return out
 
 
-def beyond_retention(rows: list[dict[str, Any]], ever: set[str], keep: dict[str, int]) -> list[str]:
+def beyond_retention(rows: list[RunRow], ever: set[str], keep: dict[str, int]) -> list[str]:
     """Runs whose artifact a spec's `artifacts keep N` lets go: rejected or failed, never promoted nor
     active, holding an artifact on record, and older (by finish time) than the spec's newest N such."""
     out: list[str] = []

@@ -26,6 +26,7 @@ from typing import Any
 
 from ftc import __version__
 from ftc.compiler.plan import Plan
+from ftc.runtime.runrecord import ArtifactRecord, MlflowRef, RunRecord
 
 EXIT_PROMOTED, EXIT_REFUSED, EXIT_GATES, EXIT_FAILED = 0, 1, 4, 5
 
@@ -139,7 +140,7 @@ def _new_run_dir(runs: Path, name: str) -> tuple[str, Path]:
         return run_id, runs / run_id
 
 
-def lineage(plan: Plan, checked: Any) -> dict[str, Any]:
+def lineage(plan: Plan, checked: Any) -> RunRecord:
     import importlib.metadata as md
 
     from ftc.runtime.registry import current_user
@@ -160,16 +161,16 @@ def lineage(plan: Plan, checked: Any) -> dict[str, Any]:
             sources[name] = Path(name).read_text(encoding="utf-8", errors="replace")
         except OSError:
             pass
-    return {"ftc_version": __version__, "plan_hash": plan.hash, "spec": plan.spec, "spec_text": spec_text,
-            "spec_sources": sources, "base": plan.base,
-            "data": plan.data, "method": _method_of(plan), "seed": train.seed if train else None,
-            "training": {n.id: n.params for n in plan.nodes if n.kind.startswith("train")},
-            "retention": {"artifacts_keep": keep},  # `ftc gc` applies the newest run's (None: not declared)
-            "versions": versions, "python": platform.python_version(),
-            "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
-                         "host": platform.node() or None},
-            "git_commit": _git_commit(spec_path.parent), "user": current_user(),
-            "waivers": list(plan.waivers)}
+    return RunRecord.from_json({  # through JSON: the plan's sections are JSON (a tuple becomes a list)
+        "ftc_version": __version__, "plan_hash": plan.hash, "spec": plan.spec, "spec_text": spec_text,
+        "spec_sources": sources, "base": plan.base, "data": plan.data, "method": _method_of(plan),
+        "seed": train.seed if train else None,
+        "training": {n.id: n.params for n in plan.nodes if n.kind.startswith("train")},
+        "retention": {"artifacts_keep": keep},  # `ftc gc` applies the newest run's (None: not declared)
+        "versions": versions, "python": platform.python_version(),
+        "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
+                     "host": platform.node() or None},
+        "git_commit": _git_commit(spec_path.parent), "user": current_user(), "waivers": list(plan.waivers)})
 
 
 def _method_of(plan: Plan) -> dict[str, Any]:
@@ -199,7 +200,7 @@ def find_resumable(registry: Any, name: str) -> dict[str, Any] | None:
 
     def resumable(r: dict[str, Any]) -> bool:
         if r["status"] == "running":
-            return "pid" not in r["record"] or not alive(r["record"])
+            return r["record"].pid is None or not alive(r["record"])
         return r["status"] in ("interrupted", "failed")
 
     runs = [r for r in registry.runs(name) if resumable(r)]
@@ -256,7 +257,7 @@ class _Run:
     plan: Plan
     waivers: tuple[Any, ...]
     tracking: Any
-    record: dict[str, Any] = field(default_factory=dict)
+    record: RunRecord = field(default_factory=RunRecord)
     run_id: str = ""
     run_dir: Path = Path(".")
 
@@ -328,13 +329,13 @@ def _resume_run(registry: Any, r: _Run, options: dict[str, Any]) -> Outcome | No
     if prev["plan_hash"] != r.plan.hash:
         from ftc.compiler.planfile import load_plan
 
-        old, _, _ = load_plan(Path(prev["record"]["run_dir"]) / "plan.json", "plan.json")
+        old, _, _ = load_plan(Path(prev["record"].run_dir) / "plan.json", "plan.json")
         why = "; ".join(plan_mismatch(old, r.plan)) if old is not None else "its plan was made by another ftc"
         return _refused(f"cannot resume {prev['id']}: {why} since it started", prev["id"],
-                        Path(prev["record"]["run_dir"]))
-    r.run_id, r.run_dir = prev["id"], Path(prev["record"]["run_dir"])
-    r.record = {**lineage(r.plan, r.checked), "run_id": r.run_id, "run_dir": str(r.run_dir), "options": options,
-                "pid": os.getpid(), "resumed": int(prev["record"].get("resumed", 0)) + 1}
+                        Path(prev["record"].run_dir))
+    r.run_id, r.run_dir = prev["id"], Path(prev["record"].run_dir)
+    r.record = lineage(r.plan, r.checked).but(run_id=r.run_id, run_dir=str(r.run_dir), options=options,
+                                              pid=os.getpid(), resumed=prev["record"].resumed + 1)
     registry.mark(r.run_id, "running")
     registry.update_record(r.run_id, lambda _old: r.record)  # this process now owns the run (gc checks its pid)
     return None
@@ -345,8 +346,7 @@ def _new_run(registry: Any, store: Any, r: _Run, options: dict[str, Any]) -> Out
     base_record = lineage(r.plan, r.checked)
     with store.lock(exclusive=False):  # `ftc gc` never sees this folder without its record
         r.run_id, r.run_dir = _new_run_dir(registry.root / "runs", r.checked.name)
-        r.record = {**base_record, "run_id": r.run_id, "run_dir": str(r.run_dir), "options": options,
-                    "pid": os.getpid()}
+        r.record = base_record.but(run_id=r.run_id, run_dir=str(r.run_dir), options=options, pid=os.getpid())
         try:
             (r.run_dir / "plan.json").write_text(r.plan.to_json(), encoding="utf-8")
             registry.start(r.run_id, r.checked.name, r.plan.hash, r.record)
@@ -379,7 +379,7 @@ def _execute(r: _Run, registry: Any, store: Any, *, max_steps: int | None, devic
         how = str(stop) if str(stop) == "SIGTERM" else "SIGINT"
         with _sigterm_ignored():
             _finish(registry, store, r.run_dir, r.run_id, Status.INTERRUPTED,
-                    {**r.record, "interrupted_by": how, "history": progress.history[-50:]})
+                    r.record.but(interrupted_by=how, history=tuple(progress.history[-50:])))
             _mirror(registry, r.run_id, r.tracking)
         progress.close()
         return Outcome(Status.INTERRUPTED, r.run_id, r.run_dir, EXIT_FAILED,
@@ -389,7 +389,7 @@ def _execute(r: _Run, registry: Any, store: Any, *, max_steps: int | None, devic
 
         (r.run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
         _finish(registry, store, r.run_dir, r.run_id, Status.FAILED,
-                {**r.record, "error": f"{type(err).__name__}: {err}"})
+                r.record.but(error=f"{type(err).__name__}: {err}"))
         _mirror(registry, r.run_id, r.tracking)
         progress.close()
         return Outcome(Status.FAILED, r.run_id, r.run_dir, EXIT_FAILED,
@@ -410,21 +410,21 @@ class Registrar:
         self.outcome: Outcome | None = None
 
     def __call__(self, state: Any) -> None:
-        r, record = self.r, self.r.record
+        r = self.r
         passed = bool(state.gates) and all(g.passed for g in state.gates)
         final = state.train.get("train.policy") or state.train.get("train")
         status = Status.PROMOTED if passed else Status.REJECTED
-        record.update({"status": status.value,
-                       "gates": [g.__dict__ for g in state.gates],
-                       "metrics": {k: getattr(v, "metrics", v) for k, v in state.results.items()},
-                       "slices": {k: v.slices for k, v in state.results.items() if hasattr(v, "slices")},
-                       "extra": {k: v.extra for k, v in state.results.items() if getattr(v, "extra", None)},
-                       "history": [e for e in self.progress.history if e.get("event") in ("step", "eval")]})
+        r.record = record = r.record.but(
+            status=status.value, gates=tuple(state.gates),
+            metrics={k: getattr(v, "metrics", v) for k, v in state.results.items()},
+            slices={k: v.slices for k, v in state.results.items() if hasattr(v, "slices")},
+            extra={k: v.extra for k, v in state.results.items() if getattr(v, "extra", None)},
+            history=tuple(e for e in self.progress.history if e.get("event") in ("step", "eval")))
         with _sigterm_ignored():  # storing and recording the outcome takes seconds: let it complete
             artifact = _finish(self.registry, self.store, r.run_dir, r.run_id, status, record, final=final)
         _mirror(self.registry, r.run_id, r.tracking)
         verdict = (f"gates passed: model promoted as the active `{r.checked.name}` "
-                   f"({artifact['path'] if artifact else ''})" if passed else "gates failed: model NOT promoted")
+                   f"({artifact.path if artifact else ''})" if passed else "gates failed: model NOT promoted")
         self.outcome = Outcome(status, r.run_id, r.run_dir, EXIT_PROMOTED if passed else EXIT_GATES, verdict)
 
 
@@ -438,59 +438,60 @@ def _mirror(registry: Any, run_id: str, tracking: Any) -> None:
     row = registry.get(run_id)
     mlflow_id = log_run(row, tracking) if row else None
     if mlflow_id:
-        registry.update_record(run_id, lambda r: {**r, "mlflow": {"uri": redact_uri(tracking.uri),
-                                                                  "run_id": mlflow_id}})
+        ref = MlflowRef(uri=redact_uri(tracking.uri), run_id=mlflow_id)
+        registry.update_record(run_id, lambda r: r.but(mlflow=ref))
 
 
-def _store_artifact(store: Any, final: Any) -> dict[str, Any]:
+def _store_artifact(store: Any, final: Any) -> ArtifactRecord:
     """Move the final model (and the merged one) into the content-addressed store."""
     from ftc.runtime.store import tree_digest
 
-    artifact: dict[str, Any] = {"kind": final.kind, "source": str(final.model_dir)}
+    placed: dict[str, tuple[str | None, str | None, bool | None]] = {}  # folder, sha256, stored new
+    error = None
     for key, folder in (("path", final.model_dir), ("merged", final.merged_dir)):
-        digest_key = "sha256" if key == "path" else "merged_sha256"
         if folder is None:
-            artifact[key], artifact[digest_key] = None, None
+            placed[key] = (None, None, None)
             continue
         digest = None
         try:
             digest = tree_digest(Path(folder))
             where, digest, new = store.put(Path(folder), digest)
         except OSError as err:  # the model stays usable where training left it
-            artifact[key], artifact[digest_key] = str(folder), digest
-            artifact["store_error"] = f"{type(err).__name__}: {err}"
+            placed[key], error = (str(folder), digest, None), f"{type(err).__name__}: {err}"
             continue
-        artifact[key], artifact[digest_key] = str(where), digest
-        artifact["stored_new" if key == "path" else "merged_stored_new"] = new
-    artifact["store"] = "store_error" not in artifact
-    return artifact
+        placed[key] = (str(where), digest, new)
+    (path, sha, new), (merged, merged_sha, merged_new) = placed["path"], placed["merged"]
+    return ArtifactRecord(kind=final.kind, source=str(final.model_dir), path=path, sha256=sha, stored_new=new,
+                          merged=merged, merged_sha256=merged_sha, merged_stored_new=merged_new,
+                          store=error is None, store_error=error)
 
 
-def _finish(registry: Any, store: Any, run_dir: Path, run_id: str, status: Status, record: dict[str, Any],
-            final: Any = None) -> dict[str, Any] | None:
+def _finish(registry: Any, store: Any, run_dir: Path, run_id: str, status: Status, record: RunRecord,
+            final: Any = None) -> ArtifactRecord | None:
     """Store the artifact and record the outcome under the store's shared lock (gc waits), and
     keep a copy of the record beside the run (record.json) in case the registry cannot take it."""
     from ftc.runtime.registry import RegistryError
 
     artifact = None
+    record = record.but(status=status.value)
     try:
         with store.lock(exclusive=False, wait=max(300.0, registry.timeout)):
             if final is not None:
                 artifact = _store_artifact(store, final)
-                record["artifact"] = artifact
-            _write_record(run_dir, {**record, "status": status.value})
+                record = record.but(artifact=artifact)
+            _write_record(run_dir, record)
             registry.finish(run_id, status.value, record)
     except RegistryError as err:
-        _write_record(run_dir, {**record, "status": status.value})
+        _write_record(run_dir, record)
         raise RegistryError(f"{err.message} (the outcome of run {run_id}, {status.value}, is kept in "
                             f"{run_dir / 'record.json'})", err.hint) from err
     return artifact
 
 
-def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
+def _write_record(run_dir: Path, record: RunRecord) -> None:
     tmp = run_dir / ".record.json.tmp"
     try:
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str), encoding="utf-8")
+        tmp.write_text(json.dumps(record.to_json(), indent=1, sort_keys=True, default=str), encoding="utf-8")
         os.replace(tmp, run_dir / "record.json")
     except OSError:
         pass

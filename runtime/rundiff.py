@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ftc.runtime.registry import when
+from ftc.runtime.runrecord import ArtifactRecord, GateRecord, RunRecord, RunRow
 
 FORMAT_VERSION = 1
 
@@ -36,13 +37,12 @@ def _changes(a: Any, b: Any) -> dict[str, Any]:
     return {"changed": bool(changes), "changes": changes, "a_recorded": a is not None, "b_recorded": b is not None}
 
 
-def _spec(ra: dict[str, Any], rb: dict[str, Any], ida: str, idb: str) -> dict[str, Any]:
-    sa, sb = ra.get("spec") or {}, rb.get("spec") or {}
+def _spec(ra: RunRecord, rb: RunRecord, ida: str, idb: str) -> dict[str, Any]:
+    sa, sb = ra.spec, rb.spec
     out: dict[str, Any] = {"a_sha256": sa.get("sha256"), "b_sha256": sb.get("sha256"),
                            "a_path": sa.get("path"), "b_path": sb.get("path")}
     out["changed"] = sa.get("sha256") != sb.get("sha256")
-    texts_a = ra.get("spec_sources") or ({sa.get("path") or "spec": ra["spec_text"]} if "spec_text" in ra else None)
-    texts_b = rb.get("spec_sources") or ({sb.get("path") or "spec": rb["spec_text"]} if "spec_text" in rb else None)
+    texts_a, texts_b = _texts(ra), _texts(rb)
     missing = [run for run, texts in ((ida, texts_a), (idb, texts_b)) if texts is None]
     if missing:
         out["diff"] = None
@@ -61,14 +61,23 @@ def _spec(ra: dict[str, Any], rb: dict[str, Any], ida: str, idb: str) -> dict[st
     return out
 
 
-def _data(ra: dict[str, Any], rb: dict[str, Any]) -> dict[str, Any]:
-    da, db = ra.get("data") or {}, rb.get("data") or {}
-    splits = sorted(set(da.get("sizes", {})) | set(db.get("sizes", {})) | set(da.get("hashes", {}))
-                    | set(db.get("hashes", {})))
+def _texts(r: RunRecord) -> dict[str, str] | None:
+    """The spec's source texts (one, for a record of an ftc before `spec_sources`; None if neither)."""
+    if r.spec_sources:
+        return r.spec_sources
+    return {r.spec_path or "spec": r.spec_text} if r.spec_text is not None else None
+
+
+def _split_map(data: dict[str, Any], key: str) -> dict[str, Any]:
+    v = data.get(key)
+    return v if isinstance(v, dict) else {}
+
+
+def _data(ra: RunRecord, rb: RunRecord) -> dict[str, Any]:
+    (sa, ha), (sb, hb) = ((_split_map(r.data, "sizes"), _split_map(r.data, "hashes")) for r in (ra, rb))
     out = {}
-    for s in splits:
-        a = {"rows": da.get("sizes", {}).get(s), "sha256": da.get("hashes", {}).get(s)}
-        b = {"rows": db.get("sizes", {}).get(s), "sha256": db.get("hashes", {}).get(s)}
+    for s in sorted(set(sa) | set(sb) | set(ha) | set(hb)):
+        a, b = {"rows": sa.get(s), "sha256": ha.get(s)}, {"rows": sb.get(s), "sha256": hb.get(s)}
         out[s] = {"a": a, "b": b, "changed": a != b}
     return out
 
@@ -79,26 +88,26 @@ def _number(v: Any) -> float | None:
     return float(v)
 
 
-def _metric_rows(record: dict[str, Any]) -> dict[tuple[str, str, str, str], float]:
+def _metric_rows(record: RunRecord) -> dict[tuple[str, str, str, str], float]:
     """(model, split, slice, metric) -> value; model "base" (before), "tuned" (after), "" (latency)."""
     rows: dict[tuple[str, str, str, str], float] = {}
-    for key, values in (record.get("metrics") or {}).items():
+    for key, values in record.metrics.items():
         model, _, split = key.partition(":") if ":" in key else ("", "", key)
         for metric, v in (values or {}).items() if isinstance(values, dict) else ():
             num = _number(v)
             if num is not None and metric not in ("n", "warmup"):
                 rows[(model, split, "", metric)] = num
-    for key, slices in (record.get("slices") or {}).items():
+    for key, slices in record.slices.items():
         model, _, split = key.partition(":")
-        for name, values in (slices or {}).items():
-            for metric, v in (values or {}).items():
+        for name, per_slice in slices.items():
+            for metric, v in per_slice.items() if isinstance(per_slice, dict) else ():
                 num = _number(v)
                 if num is not None and metric != "n":
                     rows[(model, split, name, metric)] = num
     return rows
 
 
-def _metrics(ra: dict[str, Any], rb: dict[str, Any]) -> list[dict[str, Any]]:
+def _metrics(ra: RunRecord, rb: RunRecord) -> list[dict[str, Any]]:
     ma, mb = _metric_rows(ra), _metric_rows(rb)
     order = {"base": 0, "tuned": 1, "": 2}
     out = []
@@ -110,48 +119,54 @@ def _metrics(ra: dict[str, Any], rb: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _gates(ra: dict[str, Any], rb: dict[str, Any]) -> list[dict[str, Any]]:
-    ga = {g.get("gate"): g for g in ra.get("gates") or []}
-    gb = {g.get("gate"): g for g in rb.get("gates") or []}
+def _gates(ra: RunRecord, rb: RunRecord) -> list[dict[str, Any]]:
+    ga, gb = {g.gate: g for g in ra.gates}, {g.gate: g for g in rb.gates}
     names = list(ga) + [n for n in gb if n not in ga]
 
-    def side(g: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if g is None else {"value": g.get("value"), "before": g.get("before"),
-                                       "passed": g.get("passed"), "note": g.get("note") or ""}
+    def side(g: GateRecord | None) -> dict[str, Any] | None:
+        return None if g is None else {"value": g.value, "before": g.before, "passed": g.passed, "note": g.note}
+
+    def passed(g: GateRecord | None) -> bool | None:
+        return None if g is None else g.passed
 
     return [{"gate": n, "a": side(ga.get(n)), "b": side(gb.get(n)),
-             "changed": (ga.get(n) or {}).get("passed") != (gb.get(n) or {}).get("passed")} for n in names]
+             "changed": passed(ga.get(n)) != passed(gb.get(n))} for n in names]
 
 
-def _versions(r: dict[str, Any]) -> dict[str, Any]:
-    return {**(r.get("versions") or {}), "python": r.get("python"), "ftc": r.get("ftc_version")}
+def _versions(r: RunRecord) -> dict[str, Any]:
+    return {**r.versions, "python": r.python, "ftc": r.ftc_version}
 
 
-def _artifact(ra: dict[str, Any], rb: dict[str, Any]) -> dict[str, Any]:
-    aa, ab = ra.get("artifact") or {}, rb.get("artifact") or {}
-    return {"a_sha256": aa.get("sha256"), "b_sha256": ab.get("sha256"), "a_path": aa.get("path"),
-            "b_path": ab.get("path"), "same": bool(aa.get("sha256")) and aa.get("sha256") == ab.get("sha256")}
+def _hardware(r: RunRecord) -> dict[str, Any] | None:
+    hw = {"machine": r.hardware.machine, "processor": r.hardware.processor, "host": r.hardware.host}
+    return {k: v for k, v in hw.items() if v is not None} or None
 
 
-def diff_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def _artifact(ra: RunRecord, rb: RunRecord) -> dict[str, Any]:
+    aa, ab = ra.artifact or ArtifactRecord(), rb.artifact or ArtifactRecord()
+    return {"a_sha256": aa.sha256, "b_sha256": ab.sha256, "a_path": aa.path, "b_path": ab.path,
+            "same": bool(aa.sha256) and aa.sha256 == ab.sha256}
+
+
+def diff_runs(a: RunRow, b: RunRow) -> dict[str, Any]:
     """Two registry rows (Registry.get) -> what changed from A to B."""
     ra, rb = a["record"], b["record"]
 
-    def head(row: dict[str, Any]) -> dict[str, Any]:
+    def head(row: RunRow) -> dict[str, Any]:
         return {"id": row["id"], "spec": row["spec_name"], "status": row["status"], "plan_hash": row["plan_hash"],
                 "started": row["started"], "finished": row["finished"]}
 
-    seed = {"a": ra.get("seed"), "b": rb.get("seed"), "changed": ra.get("seed") != rb.get("seed")}
+    seed = {"a": ra.seed, "b": rb.seed, "changed": ra.seed != rb.seed}
     return {"format_version": FORMAT_VERSION, "a": head(a), "b": head(b),
             "plan_changed": a["plan_hash"] != b["plan_hash"],
             "spec": _spec(ra, rb, a["id"], b["id"]),
-            "base": _changes(ra.get("base"), rb.get("base")),
-            "method": _changes(ra.get("method"), rb.get("method")),
-            "training": _changes(ra.get("training"), rb.get("training")),
+            "base": _changes(ra.base or None, rb.base or None),
+            "method": _changes(ra.method or None, rb.method or None),
+            "training": _changes(ra.training or None, rb.training or None),
             "seed": seed,
-            "options": _changes(ra.get("options"), rb.get("options")),
+            "options": _changes(ra.options or None, rb.options or None),
             "versions": _changes(_versions(ra), _versions(rb)),
-            "hardware": _changes(ra.get("hardware"), rb.get("hardware")),
+            "hardware": _changes(_hardware(ra), _hardware(rb)),
             "data": _data(ra, rb),
             "metrics": _metrics(ra, rb),
             "gates": _gates(ra, rb),

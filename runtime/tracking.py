@@ -36,13 +36,14 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from ftc.compiler.schema import tracking_uri_problem
+from ftc.runtime.runrecord import ArtifactRecord, RunRecord, RunRow
 
 Warn = Callable[[str], None]
 
@@ -156,20 +157,18 @@ def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def params_of(rec: dict[str, Any]) -> dict[str, str]:
+def params_of(rec: RunRecord) -> dict[str, str]:
     raw: dict[str, Any] = {}
-    _flat("method", rec.get("method") or {}, raw)
-    _flat("base", {k: v for k, v in (rec.get("base") or {}).items() if k != "local"}, raw)
-    data = rec.get("data") or {}
-    _flat("data.size", data.get("sizes") or {}, raw)
-    _flat("data.sha256", data.get("hashes") or {}, raw)
-    for node, settings in sorted((rec.get("training") or {}).items()):  # `train`, or RLHF's stages
+    _flat("method", rec.method, raw)
+    _flat("base", {k: v for k, v in rec.base.items() if k != "local"}, raw)
+    _flat("data.size", rec.data.get("sizes") or {}, raw)
+    _flat("data.sha256", rec.data.get("hashes") or {}, raw)
+    for node, settings in sorted(rec.training.items()):  # `train`, or RLHF's stages
         _flat(node, settings.get("train") or {}, raw)
         _flat("signal" if node == "train" else f"{node}.signal", settings.get("signal") or {}, raw)
-    _flat("versions", rec.get("versions") or {}, raw)
-    spec = rec.get("spec") or {}
-    raw.update({"seed": rec.get("seed"), "plan_hash": rec.get("plan_hash"), "spec_sha256": spec.get("sha256"),
-                "ftc_version": rec.get("ftc_version"), "python": rec.get("python")})
+    _flat("versions", rec.versions, raw)
+    raw.update({"seed": rec.seed, "plan_hash": rec.plan_hash, "spec_sha256": rec.spec.get("sha256"),
+                "ftc_version": rec.ftc_version, "python": rec.python})
     out = {}
     for k, v in raw.items():
         if v is None:
@@ -186,7 +185,7 @@ def _number(v: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def step_series(history: list[dict[str, Any]]) -> list[tuple[str, float, int]]:
+def step_series(history: Sequence[Mapping[str, Any]]) -> list[tuple[str, float, int]]:
     """(name, value, step) for each step and in-training evaluation event. A stage whose steps
     start again (RLHF: reward model, then policy) gets its own names: `stage2/train/loss`."""
     out: list[tuple[str, float, int]] = []
@@ -212,37 +211,39 @@ def step_series(history: list[dict[str, Any]]) -> list[tuple[str, float, int]]:
     return out
 
 
-def final_metrics(rec: dict[str, Any]) -> dict[str, float]:
+def final_metrics(rec: RunRecord) -> dict[str, float]:
     """Metrics per evaluated split (tuned model unprefixed, others by their role), per slice, latency."""
     out: dict[str, float] = {}
-    for key, metrics in (rec.get("metrics") or {}).items():
+    for key, metrics in rec.metrics.items():
         if key == "latency":
-            for k, v in (metrics or {}).items():
-                if k != "n" and _number(v) is not None:
-                    out[metric_name("latency", k)] = float(v)
+            out.update((metric_name("latency", k), x) for k, x in _numbers(metrics) if k != "n")
             continue
         who, _, split = str(key).partition(":")
         role = "" if who == "tuned" else who
-        for k, v in (metrics or {}).items():
-            if _number(v) is not None:
-                out[metric_name(role, split, k)] = float(v)
-        for slc, sm in ((rec.get("slices") or {}).get(key) or {}).items():
-            for k, v in (sm or {}).items():
-                if _number(v) is not None:
-                    out[metric_name(role, f"{split}.{slc}", k)] = float(v)
+        out.update((metric_name(role, split, k), x) for k, x in _numbers(metrics))
+        for slc, sm in rec.slices.get(key, {}).items():
+            if isinstance(sm, dict):
+                out.update((metric_name(role, f"{split}.{slc}", k), x) for k, x in _numbers(sm))
     return out
 
 
-def tags_of(row: dict[str, Any]) -> dict[str, str]:
-    rec = row.get("record") or {}
-    gates = rec.get("gates") or []
-    tags = {"ftc.run_id": row.get("id"), "ftc.status": row.get("status"), "ftc.spec": row.get("spec_name"),
-            "ftc.plan_hash": row.get("plan_hash"), "ftc.spec_path": (rec.get("spec") or {}).get("path"),
-            "ftc.artifact_sha256": (rec.get("artifact") or {}).get("sha256"),
-            "ftc.gates": f"{sum(1 for g in gates if g.get('passed'))}/{len(gates)} passed" if gates else None,
-            "ftc.error": rec.get("error"), "mlflow.user": rec.get("user"),
-            "mlflow.source.git.commit": rec.get("git_commit"), "mlflow.source.type": "LOCAL",
-            "mlflow.source.name": (rec.get("spec") or {}).get("path")}
+def _numbers(values: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
+    for k, v in values.items():
+        x = _number(v)
+        if x is not None:
+            yield k, x
+
+
+def tags_of(row: RunRow) -> dict[str, str]:
+    rec = row["record"]
+    gates = rec.gates
+    tags = {"ftc.run_id": row["id"], "ftc.status": row["status"], "ftc.spec": row["spec_name"],
+            "ftc.plan_hash": row["plan_hash"], "ftc.spec_path": rec.spec_path,
+            "ftc.artifact_sha256": rec.artifact.sha256 if rec.artifact else None,
+            "ftc.gates": f"{sum(1 for g in gates if g.passed)}/{len(gates)} passed" if gates else None,
+            "ftc.error": rec.error, "mlflow.user": rec.user,
+            "mlflow.source.git.commit": rec.git_commit, "mlflow.source.type": "LOCAL",
+            "mlflow.source.name": rec.spec_path}
     return {k: str(v)[:8000] for k, v in tags.items() if v is not None}
 
 
@@ -252,7 +253,7 @@ def _stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def log_run(row: dict[str, Any], settings: MlflowSettings, *, warn: Warn | None = None) -> str | None:
+def log_run(row: RunRow, settings: MlflowSettings, *, warn: Warn | None = None) -> str | None:
     """Mirror one registry row into MLflow; the MLflow run id, or None (after one warning) when
     MLflow cannot be used. Never raises for an MLflow problem."""
     warn = warn or _stderr
@@ -308,7 +309,7 @@ def _quiet() -> Iterator[None]:
             os.environ.pop(k, None)
 
 
-def _log(mlflow: Any, row: dict[str, Any], settings: MlflowSettings, warn: Warn) -> str:
+def _log(mlflow: Any, row: RunRow, settings: MlflowSettings, warn: Warn) -> str:
     db = _sqlite_file(settings.uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)  # SQLite makes no folders
@@ -335,13 +336,13 @@ def _log(mlflow: Any, row: dict[str, Any], settings: MlflowSettings, warn: Warn)
     return run_id
 
 
-def _fill(client: Any, run_id: str, row: dict[str, Any], warn: Warn) -> str | None:
+def _fill(client: Any, run_id: str, row: RunRow, warn: Warn) -> str | None:
     """Params, tags, metrics and artifacts; the run ends with its ftc status. The model's URI."""
     from mlflow.entities import Metric, Param, RunStatus, RunTag
 
-    rec = row.get("record") or {}
+    rec = row["record"]
     now = int(float(row.get("finished") or row.get("started") or 0) * 1000)
-    series = step_series(rec.get("history") or [])
+    series = step_series(rec.history)
     last_step = max((s for _, _, s in series), default=0)
     metrics = [Metric(k, v, now, s) for k, v, s in series]
     metrics += [Metric(k, v, now, last_step) for k, v in sorted(final_metrics(rec).items())]
@@ -370,7 +371,7 @@ def _experiment(client: Any, name: str, artifacts: str | None) -> str:
         return str(found.experiment_id)
 
 
-def _existing(client: Any, experiment_id: str, row: dict[str, Any]) -> str | None:
+def _existing(client: Any, experiment_id: str, row: RunRow) -> str | None:
     """The MLflow run already mirroring this ftc run in this status (logging twice adds nothing)."""
     runs = client.search_runs([experiment_id], filter_string=f"tags.`ftc.run_id` = '{row['id']}'", max_results=5)
     for r in runs:
@@ -379,34 +380,35 @@ def _existing(client: Any, experiment_id: str, row: dict[str, Any]) -> str | Non
     return None
 
 
-def _log_artifacts(client: Any, run_id: str, row: dict[str, Any], rec: dict[str, Any], warn: Warn) -> str | None:
+def _log_artifacts(client: Any, run_id: str, row: RunRow, rec: RunRecord, warn: Warn) -> str | None:
     """Record, spec and model folders as artifacts; the model's artifact URI (None: no model)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="ftc-mlflow-") as tmp:
         folder = Path(tmp) / "ftc"
         folder.mkdir()
-        (folder / "record.json").write_text(json.dumps(row, sort_keys=True, indent=1, default=str) + "\n",
+        shown = {**row, "record": rec.to_json()}
+        (folder / "record.json").write_text(json.dumps(shown, sort_keys=True, indent=1, default=str) + "\n",
                                             encoding="utf-8")
         spec_name = metric_name(str(row.get("spec_name") or "spec")).replace("/", "_")
-        if rec.get("spec_text"):
-            (folder / f"{spec_name}.ftspec").write_text(str(rec["spec_text"]), encoding="utf-8")
+        if rec.spec_text:
+            (folder / f"{spec_name}.ftspec").write_text(rec.spec_text, encoding="utf-8")
         client.log_artifacts(run_id, str(folder), "ftc")
-    art = rec.get("artifact") or {}
-    model = Path(art["path"]) if art.get("path") else None
+    art = rec.artifact
+    model = Path(art.path) if art is not None and art.path else None
     if model is None:
         return None
     if not model.is_dir():
         warn(f"the artifact folder {model} of run {row.get('id')} is missing: not logged to MLflow")
         return None
     client.log_artifacts(run_id, str(model), "model")
-    if art.get("merged") and Path(art["merged"]).is_dir():
-        client.log_artifacts(run_id, str(art["merged"]), "merged")
+    if art is not None and art.merged and Path(art.merged).is_dir():
+        client.log_artifacts(run_id, art.merged, "merged")
     base: str = client.get_run(run_id).info.artifact_uri
     return base.rstrip("/") + "/model"
 
 
-def _register(client: Any, name: str, alias: str, source: str, run_id: str, row: dict[str, Any]) -> None:
+def _register(client: Any, name: str, alias: str, source: str, run_id: str, row: RunRow) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -416,8 +418,8 @@ def _register(client: Any, name: str, alias: str, source: str, run_id: str, row:
             client.create_registered_model(name, description=f"ftc spec `{row['spec_name']}`")
         except MlflowException:  # created by another process meanwhile
             client.get_registered_model(name)
-    art = (row.get("record") or {}).get("artifact") or {}
-    tags = {"ftc.run_id": str(row["id"]), "ftc.artifact_sha256": str(art.get("sha256") or ""),
-            "ftc.artifact_kind": str(art.get("kind") or "")}
+    art = row["record"].artifact or ArtifactRecord()
+    tags = {"ftc.run_id": str(row["id"]), "ftc.artifact_sha256": str(art.sha256 or ""),
+            "ftc.artifact_kind": art.kind}
     version = client.create_model_version(name, source, run_id=run_id, tags=tags)
     client.set_registered_model_alias(name, alias, str(version.version))

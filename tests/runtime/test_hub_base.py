@@ -56,7 +56,7 @@ def test_a_cached_hub_base_runs(cache: Path, project: Path) -> None:
     outcome = run(SPEC, max_steps=1)
     assert outcome.exit_code in (EXIT_PROMOTED, EXIT_GATES), outcome.message
     [rec] = Registry().runs("ticket-triage")
-    lineage = rec["record"]
+    lineage = rec["record"].to_json()
     assert lineage["base"]["ref"] == "hf:org/tiny" and lineage["base"]["revision"] == SHA[:7]
     adapter = Path(lineage["artifact"]["path"])
     base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]

@@ -285,8 +285,8 @@ def test_a_failing_gate_blocks_promotion_in_ftc_run(root: Path, tmp_path: Path, 
     assert outcome.exit_code == EXIT_GATES and "NOT promoted" in outcome.message, outcome.message
     [rec] = Registry().runs("icons")
     assert rec["status"] == "rejected" and Registry().active("icons") is None
-    gate = next(g for g in rec["record"]["gates"] if g["gate"].startswith("zero_shot_accuracy"))
-    assert not gate["passed"] and gate["value"] < 0.99
+    gate = next(g for g in rec["record"].gates if g.gate.startswith("zero_shot_accuracy"))
+    assert not gate.passed and gate.value is not None and gate.value < 0.99
 
 
 def test_pixels_are_decoded_a_batch_at_a_time_and_a_broken_file_is_refused_first(tmp_path: Path) -> None:

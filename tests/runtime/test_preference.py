@@ -302,7 +302,7 @@ def test_ftc_run_of_rlhf_with_renamed_fields(tmp_path: Path, monkeypatch: pytest
     outcome = run("spec.ftspec", max_steps=1)
     assert outcome.exit_code in (EXIT_PROMOTED, EXIT_GATES), outcome.message
     [row] = Registry().runs()
-    record = row["record"]
+    record = row["record"].to_json()
     assert record["data"]["sizes"]["train"] > 100
     events = [json.loads(line) for line in (outcome.run_dir / "events.jsonl").read_text().splitlines()]
     trained = [e for e in events if e["event"] == "step"]

@@ -24,6 +24,7 @@ from ftc.runtime.executor import sha256_tree
 from ftc.runtime.registry import BadUsage, Refused, Registry, RegistryError, UnknownRun
 from ftc.runtime.retention import collect
 from ftc.runtime.rundiff import diff_runs, render_text, to_json
+from ftc.runtime.runrecord import RunRecord
 from ftc.runtime.store import Store, tree_digest
 
 SPEC_A = 'spec "demo" {\n  method lora { rank 8 }\n  train { learning_rate 1e-3 }\n}\n'
@@ -59,7 +60,7 @@ def add_run(reg: Registry, run_id: str, *, status: str = "promoted", spec: str =
     """A finished run as `ftc run` leaves it: run folder with a checkpoint, artifact in the store."""
     record = _record(run_id, passed=status != "rejected", **record_kw)
     record["run_dir"] = str(reg.root / "runs" / run_id)
-    reg.start(run_id, spec, f"plan-{run_id}", record)
+    reg.start(run_id, spec, f"plan-{run_id}", RunRecord.from_json(record))
     run_dir = reg.root / "runs" / run_id
     ckpt = run_dir / "checkpoints" / "checkpoint-2"
     ckpt.mkdir(parents=True)
@@ -75,7 +76,7 @@ def add_run(reg: Registry, run_id: str, *, status: str = "promoted", spec: str =
         record["artifact"] = {"path": str(path), "sha256": digest, "kind": "adapter", "merged": None,
                               "merged_sha256": None, "store": True}
     if status != "running":
-        reg.finish(run_id, status, record, user="tester")
+        reg.finish(run_id, status, RunRecord.from_json(record), user="tester")
     return record
 
 
@@ -92,7 +93,12 @@ def test_records_round_trip_and_ids_resolve_by_unique_prefix(home: Path) -> None
     rec = add_run(reg, "demo-20260101-000000-aaaa")
     add_run(reg, "demo-20260101-000001-bbbb", status="rejected")
     row = Registry().get("demo-20260101-000000-aaaa")  # a fresh connection reads what was committed
-    assert row is not None and row["record"] == json.loads(json.dumps(rec))
+    assert row is not None
+    stored = row["record"].to_json()  # every key written reads back with its value (and `format` is added)
+    written = json.loads(json.dumps(rec))
+    assert {k: stored[k] for k in written if k != "artifact"} == {k: v for k, v in written.items() if k != "artifact"}
+    assert stored["artifact"] == {**stored["artifact"], **written["artifact"]} and stored["format"] == 2
+    assert row["record"] == RunRecord.from_json(rec) and row["record"].other == {"note": rec["note"]}
     assert row["status"] == "promoted" and row["spec_name"] == "demo" and row["finished"] >= row["started"]
     assert [r["id"] for r in reg.runs()] == ["demo-20260101-000000-aaaa", "demo-20260101-000001-bbbb"]
     assert reg.runs("other") == []
@@ -141,7 +147,7 @@ def test_promote_only_what_passed_its_gates_unless_forced_with_a_reason(home: Pa
     add_run(reg, "stopped", status="interrupted", artifact=False)
     add_run(reg, "busy", status="running", artifact=False)
     add_run(reg, "gone", status="promoted")
-    Path(reg.get("gone")["record"]["artifact"]["path"]).rename(home / "moved-away")  # type: ignore[index]
+    Path(reg.get("gone")["record"].artifact.path).rename(home / "moved-away")  # type: ignore[index]
     for run_id, words in (("bad", "gates failed: f1 >= 0.8 on test"), ("broken", "failed"),
                           ("stopped", "interrupted"), ("busy", "still running"), ("gone", "missing from disk")):
         with pytest.raises(Refused, match=words):
@@ -160,9 +166,9 @@ def test_promote_only_what_passed_its_gates_unless_forced_with_a_reason(home: Pa
     assert (last["action"], last["reason"], last["user"], last["previous"]) == ("promote-forced", "pilot only",
                                                                                 "alice", "gone")
     assert time.time() - last["at"] < 60
-    forced = reg.get("bad")["record"]["forced_promotion"]  # type: ignore[index]
-    assert (forced["reason"], forced["user"], forced["was"]) == ("pilot only", "alice", "rejected")
-    assert not reg.get("bad")["record"]["gates"][0]["passed"]  # type: ignore[index]
+    forced = reg.get("bad")["record"].forced_promotion  # type: ignore[index]
+    assert (forced.reason, forced.user, forced.was) == ("pilot only", "alice", "rejected")
+    assert not reg.get("bad")["record"].gates[0].passed  # type: ignore[index]
     assert reg.promote("bad")["changed"] is False  # already active: no event
     assert len(reg.history("demo")) == 3  # good, gone (by finish), bad (forced); nothing for the no-op
 
@@ -195,7 +201,7 @@ def test_rollback_refuses_a_model_whose_artifact_is_gone(home: Path) -> None:
     add_run(reg, "b")
     import shutil
 
-    shutil.rmtree(reg.get("a")["record"]["artifact"]["path"])  # type: ignore[index]
+    shutil.rmtree(reg.get("a")["record"].artifact.path)  # type: ignore[index]
     events = len(reg.history("demo"))
     with pytest.raises(Refused, match="cannot roll back `demo` to a: its artifact is missing"):
         reg.rollback("demo")
@@ -215,7 +221,7 @@ def test_promote_rollback_active_commands(home: Path) -> None:
     forced = invoke("promote", "demo-2", "--force", "--reason", "pilot")
     assert forced.exit_code == 0 and "forced" in forced.output and "was demo-1" in forced.output
     assert invoke("active", "demo").output.strip() == "demo-2"
-    path = reg.get("demo-2")["record"]["artifact"]["path"]  # type: ignore[index]
+    path = reg.get("demo-2")["record"].artifact.path  # type: ignore[index]
     assert invoke("active", "demo", "--path").output.strip() == path
     doc = json.loads(invoke("active", "demo", "--format", "json", "--history").output)
     assert doc["active"]["run_id"] == "demo-2" and doc["active"]["event"]["action"] == "promote-forced"
@@ -300,10 +306,10 @@ def test_a_finished_run_stores_its_model_and_merged_model(home: Path) -> None:
         (folder / "config.json").write_text("{}")
     digests = (sha256_tree(adapter), sha256_tree(merged))
     art = _store_artifact(Store(home), TrainResult(adapter, "adapter", merged_dir=merged))
-    assert (art["sha256"], art["merged_sha256"]) == digests and art["store"] is True
-    assert Path(art["path"]) == Store(home).path_for(digests[0]) and Path(art["merged"]).name == digests[1]
-    assert art["source"] == str(adapter) and not adapter.exists() and not merged.exists()
-    assert (Path(art["merged"]) / "model.safetensors").read_bytes() == b"full" * 100
+    assert (art.sha256, art.merged_sha256) == digests and art.store is True and art.merged
+    assert Path(str(art.path)) == Store(home).path_for(digests[0]) and Path(art.merged).name == digests[1]
+    assert art.source == str(adapter) and not adapter.exists() and not merged.exists()
+    assert (Path(art.merged) / "model.safetensors").read_bytes() == b"full" * 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,7 +338,7 @@ def test_gc_removes_what_no_record_needs_and_keeps_the_rest(home: Path) -> None:
     for run_id, pid in (("going", os.getpid()), ("dead", _dead_pid())):
         rec = _record(run_id)
         rec["pid"] = pid
-        reg.start(run_id, "demo", "p", rec)
+        reg.start(run_id, "demo", "p", RunRecord.from_json(rec))
         (runs / run_id / "checkpoints" / "checkpoint-1").mkdir(parents=True)
         (runs / run_id / "checkpoints" / "checkpoint-1" / "COMPLETE").write_text("{}")
         (runs / run_id / "checkpoints" / ".staging").mkdir()
@@ -345,7 +351,7 @@ def test_gc_removes_what_no_record_needs_and_keeps_the_rest(home: Path) -> None:
     (orphan / "w.safetensors").write_bytes(b"orphan")
     orphan_obj, _, _ = store.put(orphan)
     (store.tmp / "leftover-123").mkdir(parents=True)
-    needed = [Path(reg.get(r)["record"]["artifact"]["path"])  # type: ignore[index]
+    needed = [Path(reg.get(r)["record"].artifact.path)  # type: ignore[index]
               for r in ("old", "live", "rej", "twin")]
 
     dry = collect(reg, dry_run=True)
@@ -385,7 +391,7 @@ def test_gc_prune_rejected_removes_only_unshared_artifacts_and_says_so(home: Pat
     add_run(reg, "forced", status="rejected", f1=0.5)
     reg.promote("forced", force=True, reason="pilot")
     reg.rollback("demo")  # `forced` was active once: rollback history keeps its artifact
-    rej_path = Path(reg.get("rej")["record"]["artifact"]["path"])  # type: ignore[index]
+    rej_path = Path(reg.get("rej")["record"].artifact.path)  # type: ignore[index]
     assert collect(reg).pruned_runs == []  # without the flag, rejected artifacts stay
     assert rej_path.is_dir()
     out = collect(reg, prune_rejected=True)
@@ -393,9 +399,9 @@ def test_gc_prune_rejected_removes_only_unshared_artifacts_and_says_so(home: Pat
     assert [(i.path, i.why) for i in out.items] == [(rej_path, "artifact of a rejected run (--prune-rejected)")]
     assert not rej_path.exists()
     for run_id in ("keep", "rej-twin", "forced"):
-        assert Path(reg.get(run_id)["record"]["artifact"]["path"]).is_dir()  # type: ignore[index]
-    removed = reg.get("rej")["record"]["artifact"]["removed"]  # type: ignore[index]
-    assert removed["by"] == "ftc gc --prune-rejected" and removed["user"]
+        assert Path(reg.get(run_id)["record"].artifact.path).is_dir()  # type: ignore[index]
+    removed = reg.get("rej")["record"].artifact.removed  # type: ignore[index]
+    assert removed.by == "ftc gc --prune-rejected" and removed.user
     shown = invoke("runs", "show", "rej")
     assert "removed by `ftc gc --prune-rejected`" in shown.output and "MISSING" not in shown.output
     assert json.loads(invoke("runs", "show", "rej", "--format", "json").output)["artifact_removed"] is True
@@ -507,6 +513,7 @@ WRITER = """
 import json, sys, time
 from pathlib import Path
 from ftc.runtime.registry import Registry
+from ftc.runtime.runrecord import RunRecord
 worker, n = int(sys.argv[1]), int(sys.argv[2])
 while time.time() < float(sys.argv[4]):  # all start at once
     time.sleep(0.005)
@@ -515,8 +522,8 @@ for i in range(n):
     run_id = f"w{worker}-{i:03d}"
     record = {"run_id": run_id, "payload": "x" * (1000 + i), "worker": worker, "i": i,
               "gates": [{"gate": "g", "passed": True}]}
-    reg.start(run_id, f"spec{worker % 2}", "plan", record)
-    reg.finish(run_id, "promoted" if i % 2 == 0 else "rejected", {**record, "done": True})
+    reg.start(run_id, f"spec{worker % 2}", "plan", RunRecord.from_json(record))
+    reg.finish(run_id, "promoted" if i % 2 == 0 else "rejected", RunRecord.from_json({**record, "done": True}))
 """
 
 
@@ -534,9 +541,9 @@ def test_concurrent_writer_processes_lose_and_tear_nothing(tmp_path: Path) -> No
     rows = reg.runs()
     assert len(rows) == workers * n
     for row in rows:
-        w, i = row["record"]["worker"], row["record"]["i"]
-        assert row["id"] == f"w{w}-{i:03d}" and row["record"]["done"] is True
-        assert row["record"]["payload"] == "x" * (1000 + i)
+        w, i = row["record"].other["worker"], row["record"].other["i"]
+        assert row["id"] == f"w{w}-{i:03d}" and row["record"].other["done"] is True
+        assert row["record"].other["payload"] == "x" * (1000 + i)
         assert row["status"] == ("promoted" if i % 2 == 0 else "rejected") and row["finished"] is not None
     promotes = reg.history("spec0") + reg.history("spec1")
     assert len(promotes) == workers * n // 2 and {e["action"] for e in promotes} == {"promote"}

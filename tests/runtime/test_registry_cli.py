@@ -113,7 +113,7 @@ def test_sigterm_is_recorded_as_an_interruption(project: Path) -> None:
     assert proc.returncode == 5, out + err
     assert "interrupted (SIGTERM)" in err and "--resume" in err and "Traceback" not in err
     [row] = Registry().runs()
-    assert row["status"] == "interrupted" and row["record"]["interrupted_by"] == "SIGTERM"
+    assert row["status"] == "interrupted" and row["record"].interrupted_by == "SIGTERM"
     assert row["finished"] is not None
 
 

@@ -323,10 +323,10 @@ def test_report_of_a_real_run(project: Path) -> None:  # noqa: F811 (the fixture
     assert len(points(svgs["Loss"], "train loss")) == n_steps > 3
     assert len(points(svgs["Loss"], "val loss")) >= 1
     cm = next(v for k, v in svgs.items() if k.startswith("Confusion matrix of tuned:test"))
-    assert sum(int(c.get("data-count") or 0) for c in cm.iter(f"{NS}rect")) == row["record"]["data"]["sizes"]["test"]
+    assert sum(int(c.get("data-count") or 0) for c in cm.iter(f"{NS}rect")) == row["record"].data["sizes"]["test"]
     hist = next(v for k, v in svgs.items() if k.startswith("Latency per request"))
     assert sum(int(r.get("data-count") or 0) for r in hist.iter(f"{NS}rect")) == len(
-        row["record"]["metrics"]["latency"]["samples"])
+        row["record"].metrics["latency"]["samples"])
     assert "f1.macro over steps" in svgs and "What is missing" not in html
     md_path = project / "report.md"
     write_report(row, md_path, "md")

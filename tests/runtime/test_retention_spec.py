@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from ftc.compiler.cli import cli
 from ftc.runtime.registry import Registry
 from ftc.runtime.retention import collect
+from ftc.runtime.runrecord import RunRecord
 from ftc.runtime.store import Store
 
 from tests.conftest import ROOT
@@ -32,7 +33,7 @@ def add(reg: Registry, run_id: str, at: float, *, status: str = "rejected", spec
                               "hardware": {"host": platform.node()},
                               "gates": [{"gate": "f1 >= 0.8 on test", "value": 0.9 if status == "promoted" else 0.5,
                                          "before": 0.3, "passed": status == "promoted", "note": ""}]}
-    reg.start(run_id, spec, f"plan-{run_id}", record)
+    reg.start(run_id, spec, f"plan-{run_id}", RunRecord.from_json(record))
     if artifact:
         folder = reg.root / "runs" / run_id / "artifacts" / "adapter"
         folder.mkdir(parents=True)
@@ -41,7 +42,7 @@ def add(reg: Registry, run_id: str, at: float, *, status: str = "rejected", spec
         record["artifact"] = {"path": str(path), "sha256": digest, "kind": "adapter", "merged": None,
                               "merged_sha256": None, "store": True}
     if status != "running":
-        reg.finish(run_id, status, record, user="tester")
+        reg.finish(run_id, status, RunRecord.from_json(record), user="tester")
     with sqlite3.connect(reg.path) as db:  # deterministic times: the order gc sees
         db.execute("UPDATE runs SET started=?, finished=? WHERE id=?",
                    (at, None if status == "running" else at + 10, run_id))
@@ -50,13 +51,14 @@ def add(reg: Registry, run_id: str, at: float, *, status: str = "rejected", spec
 def artifact(reg: Registry, run_id: str) -> Path:
     row = reg.get(run_id)
     assert row is not None
-    return Path(row["record"]["artifact"]["path"])
+    return Path(row["record"].artifact.path)
 
 
 def removed_by(reg: Registry, run_id: str) -> str | None:
     row = reg.get(run_id)
     assert row is not None
-    return ((row["record"].get("artifact") or {}).get("removed") or {}).get("by")
+    art = row["record"].artifact
+    return art.removed.by if art is not None and art.removed is not None else None
 
 
 def invoke(*args: str) -> Any:
@@ -186,6 +188,6 @@ def test_the_setting_is_recorded_in_the_lineage_and_changes_no_plan_hash(tmp_pat
         assert result.checked is not None and result.ok, [d.message for d in result.diagnostics]
         plan = build_plan(result.checked)
         assert "artifacts" not in plan.node("train").params["train"]
-        found.append((plan.hash, lineage(plan, result.checked)["retention"]))
+        found.append((plan.hash, lineage(plan, result.checked).to_json()["retention"]))
     assert found[0][0] == found[1][0]  # a run interrupted before the setting was added still resumes
     assert [r for _, r in found] == [{"artifacts_keep": None}, {"artifacts_keep": 3}]

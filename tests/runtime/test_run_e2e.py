@@ -31,7 +31,7 @@ def test_run_promotes_when_gates_pass(project: Path, capsys: pytest.CaptureFixtu
     reg = Registry()
     [rec] = reg.runs("ticket-triage")
     assert rec["status"] == "promoted" and reg.active("ticket-triage") == outcome.run_id
-    lineage = rec["record"]
+    lineage = rec["record"].to_json()
     assert lineage["data"]["sizes"]["train"] == 168 and lineage["base"]["sha256"]
     assert lineage["artifact"]["sha256"] and all(g["passed"] for g in lineage["gates"])
     assert "f1.macro >= 0.85 on test" in capsys.readouterr().out

@@ -46,4 +46,4 @@ def test_training_stops_when_max_time_is_spent(project: Path, example: str) -> N
     stops = [e for e in events if e.get("kind") == "max_time"]
     assert [e["step"] for e in stops] == [3], stops
     assert max(e["step"] for e in events if e.get("event") == "step") <= 3
-    assert row["record"]["metrics"]["tuned:test"]  # the model trained so far was evaluated and gated
+    assert row["record"].metrics["tuned:test"]  # the model trained so far was evaluated and gated

@@ -21,6 +21,7 @@ import pytest
 
 from ftc.compiler.check import CheckOptions, check_file
 from ftc.compiler.docs import compose_example
+from ftc.runtime.runrecord import ArtifactRecord, RunRecord
 from ftc.runtime.tracking import (
     MlflowSettings,
     TrackingError,
@@ -79,7 +80,7 @@ def make_row(tmp: Path, run_id: str, status: str = "promoted", spec: str = "tria
         "history": history,
     }
     return {"id": run_id, "spec_name": spec, "status": status, "plan_hash": "ab" * 32,
-            "started": 1_700_000_000.0, "finished": 1_700_000_060.0, "record": record}
+            "started": 1_700_000_000.0, "finished": 1_700_000_060.0, "record": RunRecord.from_json(record)}
 
 
 # --- settings (no MLflow needed) -----------------------------------------------------------------
@@ -234,7 +235,7 @@ def test_promoted_run_is_logged_and_registered_with_its_alias(store: Path, tmp_p
     assert (m["latency/p95"], m["latency/p99"]) == (0.011, 0.014) and "latency/n" not in m
     # artifacts: the model folder as it is, and ftc's record and spec
     local = Path(client.download_artifacts(run_id, "", str(tmp_path / "dl")))
-    adapter = Path(row["record"]["artifact"]["path"])
+    adapter = Path(row["record"].artifact.path)
     for name in ("adapter_model.safetensors", "adapter_config.json"):
         assert (local / "model" / name).read_bytes() == (adapter / name).read_bytes()
     assert (local / "ftc" / "record.json").is_file() and (local / "ftc" / "triage.ftspec").is_file()
@@ -275,7 +276,7 @@ def test_registered_name_and_alias_from_settings(store: Path, tmp_path: Path) ->
 
 def test_missing_artifact_folder_logs_the_run_without_a_model(store: Path, tmp_path: Path) -> None:
     row = make_row(tmp_path, "gone-1", spec="gone")
-    row["record"]["artifact"]["path"] = str(tmp_path / "nowhere")
+    row["record"] = row["record"].but(artifact=ArtifactRecord(kind="adapter", path=str(tmp_path / "nowhere")))
     warnings: list[str] = []
     run_id = log_run(row, _settings(store, "gone"), warn=warnings.append)
     assert run_id is not None and len(warnings) == 2 and "missing" in warnings[0]
@@ -318,13 +319,14 @@ def test_ftc_run_mirrors_a_promoted_run_into_mlflow(store: Path, tmp_path: Path,
         main(["run", "specs/ticket-triage/ticket-triage.ftspec", "--mlflow", f"sqlite:///{db}"])
     assert done.value.code == 0
     [row] = Registry().runs("ticket-triage")
-    mirrored = row["record"]["mlflow"]
+    mirrored = row["record"].mlflow
     settings = settings_from_uri(f"sqlite:///{db}")
     client = _client(settings)
-    found = client.get_run(mirrored["run_id"])
+    assert mirrored is not None
+    found = client.get_run(mirrored.run_id)
     assert found.data.tags["ftc.run_id"] == row["id"] and found.data.tags["ftc.status"] == "promoted"
-    assert found.data.params["seed"] == str(row["record"]["seed"])
-    steps = [e for e in row["record"]["history"] if e.get("event") == "step" and "loss" in e]
+    assert found.data.params["seed"] == str(row["record"].seed)
+    steps = [e for e in row["record"].history if e.get("event") == "step" and "loss" in e]
     assert len(client.get_metric_history(found.info.run_id, "train/loss")) == len(steps)
     files = {f.path for f in client.list_artifacts(found.info.run_id, "model")}
     assert "model/adapter_model.safetensors" in files

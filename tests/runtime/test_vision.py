@@ -283,7 +283,7 @@ def test_a_failing_gate_blocks_promotion_end_to_end(tmp_path: Path, convnext: Pa
     reg = Registry()
     [rec] = reg.runs("vision-test")
     assert rec["status"] == "rejected" and reg.active("vision-test") is None
-    assert rec["record"]["extra"]["tuned:test"]["confusion_matrix"]["labels"] == list(LABELS)
+    assert rec["record"].extra["tuned:test"]["confusion_matrix"]["labels"] == list(LABELS)
 
 
 def test_a_head_naming_the_labels_in_another_order_is_reordered(tmp_path: Path, images: Path) -> None:
