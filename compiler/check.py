@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ftc.compiler import ast, schema
-from ftc.compiler.checked import CheckedSpec, CheckOptions, display_path
+from ftc.compiler import ast, limits, paths, schema
+from ftc.compiler.checked import CheckedSpec, CheckOptions, display_path, path_problems
 from ftc.compiler.diagnostics import (
     Diagnostic,
     has_errors,
@@ -38,18 +38,64 @@ class FileResult:
         return not has_errors([d for d in self.diagnostics if d.suppressed_reason is None])
 
 
-def load_source(path: Path) -> tuple[Source | None, Diagnostic | None]:
+def load_source(path: Path, limit: int | None = None) -> tuple[Source | None, Diagnostic | None]:
+    """A spec file's text, or the located reason it cannot be read. Only a regular file is opened
+    (non-blocking: a FIFO never hangs it), and at most `limit` bytes (limits.spec_file_bytes) are
+    read, so `/dev/zero` or a huge file costs nothing."""
     shown = display_path(path)
     nowhere = Span(shown, 0, 0, 1, 1, 1, 1)
+    cap = limits.SPEC_FILE_BYTES.value if limit is None else limit
+    refused = _unreadable(path, shown, nowhere, cap)
+    if refused is not None:
+        return None, refused
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None, make("FT006", f"no such file: {shown}", nowhere, help="check the path")
+        raw = paths.read_regular(path, cap)
     except IsADirectoryError:
-        return None, make("FT006", f"{shown} is a folder, not a spec file", nowhere,
-                          help="pass the folder to `ftc check` to check every .ftspec file in it")
+        return None, _folder(shown, nowhere)
+    except PermissionError:
+        return None, make("FT029", f"cannot read {shown}: permission denied", nowhere, help=_PERMISSION)
     except OSError as err:
-        return None, make("FT006", f"cannot read {shown}: {err.strerror}", nowhere, help="check permissions")
+        return None, make("FT006", f"cannot read {shown}: {err.strerror or err}", nowhere,
+                          help="check that the path names a readable .ftspec file")
+    if len(raw) > cap:
+        return None, _too_large(shown, nowhere, cap, f"more than {cap:,} bytes")
+    return _decode(raw, shown, nowhere)
+
+
+_PERMISSION = "give the user running ftc read access to the file and its folders (`ls -l`, `chmod u+r`)"
+
+
+def _folder(shown: str, nowhere: Span) -> Diagnostic:
+    return make("FT006", f"{shown} is a folder, not a spec file", nowhere,
+                help="pass the folder to `ftc check` to check every .ftspec file in it")
+
+
+def _too_large(shown: str, nowhere: Span, cap: int, size: str) -> Diagnostic:
+    return make("FT023", f"{shown} is {size}: a spec file may hold at most {cap:,}", nowhere,
+                help=f"a spec is a page of settings; {limits.SPEC_FILE_BYTES.help(cap)}")
+
+
+def _unreadable(path: Path, shown: str, nowhere: Span, cap: int) -> Diagnostic | None:
+    """What stops `path` being read as a spec file, judged before it is opened."""
+    kind = paths.kind_of(path)
+    if kind.kind == paths.MISSING:
+        return make("FT006", f"no such file: {shown}", nowhere, help="check the path")
+    if kind.kind == paths.LOOP:
+        return make("FT029", f"{shown} is a symlink loop: following its links leads back to a link already followed",
+                    nowhere, help="point the link at the real file (`ls -l` shows where each link leads)")
+    if kind.kind == paths.DENIED:
+        return make("FT029", f"cannot read {shown}: permission denied", nowhere, help=_PERMISSION)
+    if kind.kind == paths.FOLDER:
+        return _folder(shown, nowhere)
+    if kind.kind == paths.SPECIAL:
+        return make("FT027", f"{shown} is {kind.words}, not a spec file", nowhere,
+                    help="name a regular .ftspec file: ftc reads only regular files (a device or a pipe never ends)")
+    if kind.size > cap:
+        return _too_large(shown, nowhere, cap, f"{kind.size:,} bytes")
+    return None
+
+
+def _decode(raw: bytes, shown: str, nowhere: Span) -> tuple[Source | None, Diagnostic | None]:
     if b"\x00" in raw:
         return None, make("FT006", f"{shown} is a binary file, not a spec", nowhere,
                           help="a .ftspec file is UTF-8 text")
@@ -66,26 +112,25 @@ def load_source(path: Path) -> tuple[Source | None, Diagnostic | None]:
 
 
 class _Loader:
-    """Parses a file and the files it extends; merges their decoded bodies."""
+    """Parses a file and the files it extends; merges their decoded bodies. Every file it opens
+    lies inside `roots`; a chain of `extends` is at most limits.extends_depth files long."""
 
-    def __init__(self) -> None:
+    def __init__(self, roots: paths.Roots) -> None:
+        self.roots = roots
+        self.bounds = limits.current()
         self.sources: dict[str, Source] = {}
         self.diags: list[Diagnostic] = []
         self.files: dict[str, ast.SpecFile] = {}
 
     def load(self, path: Path, via: Span | None = None, chain: tuple[Path, ...] = ()) -> Decoded | None:
-        real = path.resolve()
-        if real in chain:
-            assert via is not None
-            self.diags.append(make("FT017", f"`extends` cycle: {display_path(path)} extends itself", via,
-                                   help="remove one `extends` so that the chain ends"))
+        real = paths.real(path)
+        refused = self.refuse(path, real, via, chain)
+        if refused is not None:
+            self.diags.append(refused)
             return None
-        src, err = load_source(path)
+        src, err = load_source(path, self.bounds.spec_file_bytes)
         if err is not None:
-            if via is not None:
-                reason = err.message.replace(f": {display_path(path)}", "").replace(f"{display_path(path)} ", "")
-                err = make("FT017", f"cannot extend {display_path(path)}: {reason}", via, help=err.help)
-            self.diags.append(err)
+            self.diags.append(err if via is None else _via(err, path, via))
             return None
         assert src is not None
         self.sources[src.path] = src
@@ -96,7 +141,7 @@ class _Loader:
         self.files[src.path] = tree
         base: Decoded | None = None
         for ext in tree.extends:
-            parent = self.load(path.parent / ext.value, ext.span, (*chain, real))
+            parent = self.load(paths.spec_path(ext.value, path.parent), ext.span, (*chain, real))
             if parent is not None:
                 base = parent if base is None else merge(base, parent, self.diags.append)
         own = decode(tree.body, schema.Spec, self.diags.append)
@@ -106,6 +151,32 @@ class _Loader:
             return own
         return merge(base, own, self.diags.append)
 
+    def refuse(self, path: Path, real: Path, via: Span | None, chain: tuple[Path, ...]) -> Diagnostic | None:
+        """Why `path` is not opened: outside the roots, a cycle, or a chain too long."""
+        shown = display_path(path)
+        if not self.roots.contains(real):
+            at = via or Span(shown, 0, 0, 1, 1, 1, 1)
+            what = f"`extends` names {shown}, which" if via is not None else f"{shown}"
+            return make("FT028", f"{what} lies outside the project root", at, help=self.roots.help())
+        if real in chain:
+            assert via is not None
+            return make("FT017", f"`extends` cycle: {shown} extends itself", via,
+                        help="remove one `extends` so that the chain ends")
+        if len(chain) >= self.bounds.extends_depth:
+            assert via is not None
+            cap = self.bounds.extends_depth
+            return make("FT024", f"`extends` chains more than {cap} files", via,
+                        help=f"extend the shared defaults directly; {limits.EXTENDS_DEPTH.help(cap)}")
+        return None
+
+
+def _via(err: Diagnostic, path: Path, via: Span) -> Diagnostic:
+    """A file named by `extends` that cannot be read: said at the `extends` line."""
+    shown = display_path(path)
+    reason = err.message.replace(f": {shown}", "").replace(f"{shown} ", "")
+    code = "FT017" if err.code == "FT006" else err.code
+    return make(code, f"cannot extend {shown}: {reason}", via, help=err.help)
+
 
 DEFAULT_OPTIONS = CheckOptions()
 
@@ -113,7 +184,8 @@ DEFAULT_OPTIONS = CheckOptions()
 def check_file(path: Path, options: CheckOptions = DEFAULT_OPTIONS) -> FileResult:
     from ftc.compiler.rules import run_rules  # the table imports every rule module
 
-    loader = _Loader()
+    roots = paths.project_root(path, Path(options.root) if options.root else None)
+    loader = _Loader(roots)
     decoded = loader.load(path)
     shown = display_path(path)
     root = loader.files.get(shown)
@@ -124,7 +196,8 @@ def check_file(path: Path, options: CheckOptions = DEFAULT_OPTIONS) -> FileResul
     if partial:
         return _result(shown, "defaults", None, loader)
     assert root.name is not None
-    checked = CheckedSpec(shown, root.name.value, spec, path.parent, loader.sources, options)
+    checked = CheckedSpec(shown, root.name.value, spec, path.parent, loader.sources, options, roots=roots)
+    loader.diags.extend(path_problems(checked))
     if not has_errors(loader.diags):
         cached: list[Diagnostic] | None = None
         key: str | None = None

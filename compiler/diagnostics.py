@@ -8,6 +8,17 @@ from typing import Any
 
 from ftc.compiler.source import Span
 
+MAX_MESSAGE_CHARS = 800  # a diagnostic's message and help line
+MAX_DETAIL_CHARS = 4000  # its detail (excerpts of data rows)
+
+
+def clip(text: str, cap: int) -> str:
+    """`text` cut to at most `cap` characters, saying how much was left out."""
+    if len(text) <= cap:
+        return text
+    note = f" ... ({len(text) - cap:,} more characters)"
+    return text[: max(0, cap - len(note))] + note
+
 
 class Severity(enum.Enum):
     ERROR = "error"
@@ -36,6 +47,15 @@ class Diagnostic:
     detail: str = ""
     related: tuple[Related, ...] = ()
     suppressed_reason: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        # Whatever a rule quotes (a data row, a value from the spec), its text is capped: a
+        # diagnostic never carries a file's worth of someone else's content into a CI log.
+        for name, cap in (("message", MAX_MESSAGE_CHARS), ("help", MAX_MESSAGE_CHARS),
+                          ("detail", MAX_DETAIL_CHARS)):
+            text = getattr(self, name)
+            if len(text) > cap:
+                object.__setattr__(self, name, clip(text, cap))
 
     def sort_key(self) -> tuple[str, int, int, str, str]:
         if self.span is None:
@@ -85,6 +105,13 @@ FRONTEND_CODES: dict[str, tuple[str, Severity]] = {
     "FT020": ("missing-setting", Severity.ERROR),
     "FT021": ("unused-suppression", Severity.WARNING),
     "FT022": ("invalid-suppression", Severity.ERROR),
+    "FT023": ("file-too-large", Severity.ERROR),
+    "FT024": ("nesting-too-deep", Severity.ERROR),
+    "FT025": ("literal-too-large", Severity.ERROR),
+    "FT026": ("list-too-long", Severity.ERROR),
+    "FT027": ("not-a-regular-file", Severity.ERROR),
+    "FT028": ("path-outside-root", Severity.ERROR),
+    "FT029": ("path-unreadable", Severity.ERROR),
 }
 
 

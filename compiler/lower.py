@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
 from ftc.compiler import (
     ast,
     larkimport,  # noqa: F401 (before lark: see its docstring)
+    limits,
 )
 from ftc.compiler.diagnostics import Diagnostic, make
 from ftc.compiler.source import Source, Span
@@ -25,9 +27,10 @@ def _number(text: str) -> float:
 
 
 class Lowerer:
-    def __init__(self, source: Source, report: Report) -> None:
+    def __init__(self, source: Source, report: Report, bounds: limits.Current | None = None) -> None:
         self.source = source
         self.report = report
+        self.bounds = bounds or limits.current()
 
     def span_tok(self, tok: Token) -> Span:
         return self.source.span(tok.start_pos or 0, tok.end_pos or 0)
@@ -87,16 +90,29 @@ class Lowerer:
         if kind == "dotted":
             return ast.Name(tuple(str(t) for t in node.children), self.span_tree(node))
         if kind == "list":
-            items = tuple(self.value(c) for c in node.children if isinstance(c, Tree))
-            return ast.ListV(items, self.span_tree(node))
+            children = [c for c in node.children if isinstance(c, Tree)]
+            if len(children) > self.bounds.list_items:
+                return self.too_long(children, self.span_tree(node))
+            return ast.ListV(tuple(self.value(c) for c in children), self.span_tree(node))
         if kind == "comparison":
             left, op, right = node.children
             return ast.Compare(self.value(left), str(op), self.value(right), self.span_tree(node))
         raise AssertionError(f"unknown tree {kind}")
 
+    def too_long(self, items: list[Tree[Token]], span: Span) -> ast.ListV:
+        cap = self.bounds.list_items
+        self.report(make("FT026", f"a list of {len(items):,} items: more than {cap:,}", span,
+                         help=f"shorten the list; {limits.LIST_ITEMS.help(cap)}"))
+        return ast.ListV((), span)
+
     def string(self, tok: Token | Tree[Token]) -> ast.Str:
         assert isinstance(tok, Token)
         raw = str(tok)[1:-1]
+        cap = self.bounds.string_chars
+        if len(raw) > cap:
+            self.report(make("FT025", f"a string of {len(raw):,} characters: longer than {cap:,}",
+                             self.span_tok(tok), help=f"shorten it; {limits.STRING_CHARS.help(cap)}"))
+            return ast.Str("", self.span_tok(tok))
         value = re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), raw)
         return ast.Str(value, self.span_tok(tok))
 
@@ -104,8 +120,17 @@ class Lowerer:
         assert isinstance(tok, Token)
         text = str(tok)
         span = self.span_tok(tok)
+        cap = self.bounds.number_chars
+        if len(text) > cap:
+            self.report(make("FT025", f"a number of {len(text):,} characters: longer than {cap}", span,
+                             help=f"no setting needs a number this long; {limits.NUMBER_CHARS.help(cap)}"))
+            return ast.Num(0.0, "0", True, span)
         m = _NUM.match(text)
         assert m is not None  # the token regex and _NUM agree
+        if not all(math.isfinite(_number(p)) for p in (m.group("num"), *m.group("ratio").split("/")[1:])):
+            self.report(make("FT025", f"`{text}` is too large to represent", span,
+                             help="write a number below 1e308; no setting needs one larger"))
+            return ast.Num(0.0, "0", True, span)
         num, unit, ratio = m.group("num"), m.group("unit"), m.group("ratio")
         if ratio:
             if unit:

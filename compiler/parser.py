@@ -23,7 +23,7 @@ import functools
 from collections.abc import Iterator
 from pathlib import Path
 
-from ftc.compiler import ast, larkimport  # noqa: F401 (larkimport first: see its docstring)
+from ftc.compiler import ast, larkimport, limits  # noqa: F401 (larkimport first: see its docstring)
 from ftc.compiler.diagnostics import Diagnostic, Related, make
 from ftc.compiler.lower import Lowerer
 from ftc.compiler.source import Source, Span
@@ -340,12 +340,32 @@ def _parse_text(source: Source, text: str) -> tuple[Tree[Token] | None, list[Dia
     return None, diags
 
 
+def too_deep(source: Source, limit: int) -> Diagnostic | None:
+    """FT024 at the first `{` or `[` that opens more than `limit` levels, found by a bracket scan
+    before the file is parsed: the parser is iterative, but lowering, decoding and merging walk the
+    tree recursively, so the depth is bounded before any of them runs."""
+    depth = 0
+    for i, ch in _code_chars(source.text):
+        if ch in "{[":
+            depth += 1
+            if depth > limit:
+                return make("FT024", f"blocks and lists nest deeper than {limit} levels here",
+                            source.span(i, i + 1), help=f"flatten the spec; {limits.NESTING_DEPTH.help(limit)}")
+        elif ch in "}]" and depth:
+            depth -= 1
+    return None
+
+
 def parse(source: Source) -> tuple[ast.SpecFile | None, list[Diagnostic]]:
     """Parse one file. Returns the AST (None if there were syntax errors) and diagnostics."""
+    bounds = limits.current()
+    deep = too_deep(source, bounds.nesting_depth)
+    if deep is not None:
+        return None, [deep]
     text = source.text if source.text.endswith("\n") else source.text + "\n"
     tree, diags = _parse_text(source, text)
     if tree is None:
         return None, diags
-    lowerer = Lowerer(source, diags.append)
+    lowerer = Lowerer(source, diags.append, bounds)
     spec = lowerer.file(tree, _comments(source))
     return (spec if not diags else None), diags

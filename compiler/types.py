@@ -7,6 +7,7 @@ so settings can share a line the way the spec reads best, and each key still has
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,7 @@ def integer(lo: int | None = None, hi: int | None = None) -> Sig:
         v = _need(args, key_span, key, "a whole number")
         if not isinstance(v, ast.Num) or not v.is_int:
             raise _wrong(v, key, "a whole number", f"`{key} 8`")
+        _finite(v.value, v, key)
         n = int(v.value)
         _bounds(n, lo, hi, v, key)
         return Parsed(n, 1, v.span)
@@ -99,9 +101,17 @@ def number(lo: float | None = None, hi: float | None = None, percent: bool = Fal
             x = v.value
         else:
             raise _wrong(v, key, "a number", f"`{key} 0.1`")
+        _finite(x, v, key)
         _bounds(x, lo, hi, v, key)
         return Parsed(x, 1, v.span)
     return sig
+
+
+def _finite(x: float, v: ast.Value, key: str) -> None:
+    """A number too large for a float (a literal the lowerer let through with a raised limit)."""
+    if not math.isfinite(x):
+        raise SigError(make("FT025", f"`{key}`: `{v.show()[:40]}` is too large to represent", v.span,
+                            help=f"give `{key}` a value it can use"))
 
 
 def _bounds(x: float, lo: float | None, hi: float | None, v: ast.Value, key: str) -> None:
@@ -160,6 +170,7 @@ def quantity(dimension: str, allow_plain: bool = False) -> Sig:
 def quantity_value(v: ast.Value, key: str, dimension: str, allow_plain: bool = False) -> float:
     units = UNITS[dimension]
     if isinstance(v, ast.Num) and allow_plain:
+        _finite(v.value, v, key)
         return v.value
     if not isinstance(v, ast.Quantity):
         raise _wrong(v, key, f"a {dimension} with a unit, e.g. `{_EXAMPLE[dimension]}`",
@@ -169,7 +180,9 @@ def quantity_value(v: ast.Value, key: str, dimension: str, allow_plain: bool = F
         why = f"`{v.unit}` is a unit of {other[0]}, not {dimension}" if other else f"unknown unit `{v.unit}`"
         raise SigError(make("FT015", f"{why} in `{v.show()}`", v.span,
                             help=f"{suggest(v.unit, list(units))}units of {dimension}: {', '.join(units)}"))
-    return v.value * units[v.unit]
+    value = v.value * units[v.unit]
+    _finite(value, v, key)
+    return value
 
 
 def list_of(item: Sig, what: str, example: str, nonempty: bool = True) -> Sig:

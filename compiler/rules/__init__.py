@@ -50,6 +50,13 @@ RULES: tuple[Rule, ...] = (
     frontend.MISSING_SETTING,
     frontend.UNUSED_SUPPRESSION,
     frontend.INVALID_SUPPRESSION,
+    frontend.FILE_TOO_LARGE,
+    frontend.NESTING_TOO_DEEP,
+    frontend.LITERAL_TOO_LARGE,
+    frontend.LIST_TOO_LONG,
+    frontend.NOT_A_REGULAR_FILE,
+    frontend.PATH_OUTSIDE_ROOT,
+    frontend.PATH_UNREADABLE,
     # why fine-tune
     intent.knowledge_goal,
     intent.volatile_task,

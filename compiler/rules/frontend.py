@@ -245,3 +245,86 @@ INVALID_SUPPRESSION = frontend("FT022", """
     (no held-out test split, too little data, leakage) can be waived only with a written reason,
     which is kept in the plan and the registry. Other errors cannot be suppressed: fix the spec.
     """)
+
+FILE_TOO_LARGE = frontend("FT023", """
+    A spec file, or a file named by `extends`, is larger than the front end reads
+    (`spec_file_bytes`, 64 KiB by default; raise it with FTC_MAX_SPEC_BYTES).
+
+    Why:
+    A spec is a page of settings, reviewed like code; the shipped examples are under 3 KB. The
+    parser's time grows with the file, so an unbounded file (or `extends "/dev/zero"`) would stall
+    pre-commit and CI. The file is refused before it is read whole, and nothing of it is printed.
+    """)
+
+NESTING_TOO_DEEP = frontend("FT024", """
+    Blocks and lists nest deeper than the front end walks (`nesting_depth`, 64 by default; raise
+    it with FTC_MAX_NESTING_DEPTH), or a chain of `extends` files is longer than `extends_depth`
+    (16; FTC_MAX_EXTENDS_DEPTH).
+
+    Why:
+    A real spec nests four deep. The depth is bounded before the file is parsed, so a hostile
+    spec of a thousand `[` gets this diagnostic at the bracket that went too deep, not an internal
+    error from the compiler's recursive walks.
+
+    Example:
+        method lora { rank [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[8]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]] }
+
+    Use instead:
+        method lora { rank 8 }
+    """)
+
+LITERAL_TOO_LARGE = frontend("FT025", """
+    A string or a number is longer than the front end accepts (`string_chars`, 4,096 characters,
+    FTC_MAX_STRING_CHARS; `number_chars`, 40, FTC_MAX_NUMBER_CHARS), or a number too large to
+    represent (`1e999`).
+
+    Why:
+    No setting needs a 400-digit count: such a number cannot be held as a float, and used as
+    `epochs` or `rank` it would overflow in the estimates. It is refused where it is written.
+
+    Example:
+        method lora { rank 1000000000000000000000000000000000000000000000000000 }
+
+    Use instead:
+        method lora { rank 8 }
+    """)
+
+LIST_TOO_LONG = frontend("FT026", """
+    A list literal holds more items than the front end accepts (`list_items`, 4,096 by default;
+    raise it with FTC_MAX_LIST_ITEMS).
+
+    Why:
+    Lists in a spec are labels, module names and slices: tens of items. A list of hundreds of
+    thousands of labels took seconds to check; it is refused at the list, with the count.
+    """)
+
+NOT_A_REGULAR_FILE = frontend("FT027", """
+    A path names a device, a FIFO, a socket, or a folder where a file is meant (or a file where a
+    folder is meant).
+
+    Why:
+    Reading `/dev/zero` or `/dev/urandom` never ends and a FIFO blocks until someone writes to it:
+    ftc reads only regular files (and folders where a folder is meant), and says what it found
+    instead, before opening it.
+    """)
+
+PATH_OUTSIDE_ROOT = frontend("FT028", """
+    A path in the spec (the spec itself, `extends`, data files and folders, image roots, a local
+    base model, an output schema, a regression set) resolves outside the project root, after
+    `..` and symbolic links are followed.
+
+    Why:
+    `ftc check` runs in pre-commit and CI on specs from pull requests. A spec that could name
+    `../../../../etc/shadow` would have ftc read a runner's secrets and print them in the log. The
+    project root is the git repository holding the spec (else the working folder when the spec is
+    below it, else the spec's folder), or a root declared with `--root DIR` or FTC_ROOT; an `hf:`
+    base may also resolve into the Hugging Face cache. Nothing outside is opened or printed.
+    """)
+
+PATH_UNREADABLE = frontend("FT029", """
+    A path cannot be followed or read: a symbolic link loop, or permission denied.
+
+    Why:
+    "does not exist" would send the author looking for a missing file; the diagnostic says what
+    the operating system said, for the path as the spec wrote it.
+    """)
