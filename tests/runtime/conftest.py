@@ -14,6 +14,7 @@ no cache) and returns a TrainContext whose events land in `ctx.events`.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,14 @@ SCHEMA = {"type": "object", "required": ["ok"],
 def _one_thread() -> None:
     """Tiny models run several times faster on one thread than on two contending ones."""
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _project_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spec in tmp_path names the session's tiny models, saved in another temporary folder, and
+    some tests check the shipped examples: the project root (compiler/paths.py) holds both."""
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("FTC_ROOT", os.pathsep.join([str(tmp_path_factory.getbasetemp()), str(repo)]))
 
 
 @pytest.fixture(autouse=True)
