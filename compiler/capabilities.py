@@ -44,15 +44,21 @@ class Backend:
     precisions: tuple[str, ...] = ("fp32", "fp16", "bf16")
     strategies: tuple[str, ...] = ("none",)
     max_processes: int = 1
+    eval_module: str = ""  # where the EVAL_STEPS functions are, when not in `module`
 
     def step(self, kind: str) -> str | None:
         """The function name for a plan node kind, or None when this backend has no such step."""
         return self.train_steps.get(kind) or EVAL_STEPS.get(kind)
 
+    def module_of(self, kind: str) -> str:
+        """The module holding the function for a plan node kind."""
+        return self.eval_module if kind in EVAL_STEPS and self.eval_module else self.module
+
 
 BACKENDS: tuple[Backend, ...] = (
     Backend("text.sft", "ftc.runtime.backends.text", "text", ("sft",),
-            ("generation", "classification", "extraction"), TEXT_METHODS, {"train": "train_sft"}),
+            ("generation", "classification", "extraction"), TEXT_METHODS, {"train": "train_sft"},
+            eval_module="ftc.runtime.backends.text_eval"),
     Backend("text.dpo", "ftc.runtime.backends.preference", "text", ("dpo",),
             ("generation", "preference"), TEXT_METHODS, {"train": "train_dpo"}),
     # prompt and prefix tuning fail in RLHF's stages today (the reward classifier refuses a prefix:

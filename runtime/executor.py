@@ -98,11 +98,11 @@ def backend_module(spec: Any) -> tuple[cap.Backend, Any]:
 
 def backend_step(spec: Any, kind: str) -> Callable[..., Any]:
     """The function of the spec's backend that does a step of this kind (capabilities' table)."""
-    backend, module = backend_module(spec)
+    backend, _ = backend_module(spec)
     name = backend.step(kind)
     if name is None:
         raise PlanError(f"the `{backend.name}` backend has no `{kind}` step")
-    fn: Callable[..., Any] = getattr(module, name)
+    fn: Callable[..., Any] = getattr(importlib.import_module(backend.module_of(kind)), name)
     return fn
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ftc.runtime.api import EvalResult, TrainContext, TrainResult
+from ftc.runtime.backends import artifacts, hf, loading, text, tokcache
 from ftc.runtime.backends import preference_common as pc
-from ftc.runtime.backends import text, tokcache
 from ftc.runtime.backends.artifacts import Fitted
 
 
@@ -31,10 +31,10 @@ def fit_dpo(ctx: TrainContext) -> Fitted:
     from trl import DPOConfig, DPOTrainer
 
     sig = ctx.spec.signal
-    rec = text.Recorder(ctx)
-    text.set_seed(text.train_block(ctx).seed)
-    model, tok = text.load_base(ctx)
-    ref_model = text.load_base(ctx)[0] if ctx.spec.method.kind in ("full", "adapters") else None
+    rec = hf.Recorder(ctx)
+    loading.set_seed(hf.train_block(ctx).seed)
+    model, tok = loading.load_base(ctx)
+    ref_model = loading.load_base(ctx)[0] if ctx.spec.method.kind in ("full", "adapters") else None
     model = text.attach_method(model, ctx)
     limit, policy = pc.limit_of(ctx, tok, model)
 
@@ -46,16 +46,16 @@ def fit_dpo(ctx: TrainContext) -> Fitted:
     if not train_rows:
         raise ValueError("no preference pairs to train on")
     has_val = bool(val_rows)
-    args = text.training_arguments(ctx, len(train_rows), config_cls=DPOConfig, emit=rec, has_val=has_val,
+    args = hf.training_arguments(ctx, len(train_rows), config_cls=DPOConfig, emit=rec, has_val=has_val,
                                    beta=sig.beta, max_length=limit,
                                    **pc.best_metric(ctx, has_val, "rewards/accuracies", rec))
     trainer = tokcache.dpo_trainer(
-        text.make_trainer_class(DPOTrainer), text.base_dir(ctx), rec,
+        hf.make_trainer_class(DPOTrainer), loading.base_dir(ctx), rec,
         model=model, ref_model=ref_model, args=args, processing_class=tok, train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(val_rows) if has_val else None, callbacks=pc.callbacks(ctx, rec, has_val))
     run = pc.fit(ctx, trainer, rec, model, "dpo")
     trained = pc.without_ref(trainer.model)
-    model_dir, kind = text.save_artifacts(ctx, trained, tok)
+    model_dir, kind = artifacts.save_artifacts(ctx, trained, tok)
     pc.end(rec, run, model_dir)
     return Fitted(TrainResult(model_dir, kind, history=rec.history, **run), trained, tok, rec.history)
 
@@ -87,10 +87,10 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
     the prompt against the chosen one."""
     sig = ctx.spec.signal
     kept = usable(ctx, rows)
-    model, tok = text.load_trained(ctx, model_dir)
+    model, tok = artifacts.load_trained(ctx, model_dir)
     limit, _ = pc.limit_of(ctx, tok, model)
     prompts = [pc.with_sep(rows[i][sig.prompt]) for i in kept]
-    batch = text.train_block(ctx).batch_size
+    batch = hf.train_block(ctx).batch_size
     chosen_text, rejected_text = [rows[i][sig.chosen] for i in kept], [rows[i][sig.rejected] for i in kept]
     chosen = pc.completion_logps(model, tok, prompts, chosen_text, limit, batch)
     rejected = pc.completion_logps(model, tok, prompts, rejected_text, limit, batch)
@@ -101,7 +101,7 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
     ref_c, ref_r = chosen, rejected
     if model_dir is not None:
         del model
-        base, _ = text.load_trained(ctx, None)
+        base, _ = artifacts.load_trained(ctx, None)
         ref_c = pc.completion_logps(base, tok, prompts, chosen_text, limit, batch)
         ref_r = pc.completion_logps(base, tok, prompts, rejected_text, limit, batch)
 

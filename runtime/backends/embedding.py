@@ -34,7 +34,7 @@ from typing import Any
 
 from ftc.runtime import metrics
 from ftc.runtime.api import EvalResult, TrainContext, TrainResult
-from ftc.runtime.backends import bottleneck, loading, text
+from ftc.runtime.backends import bottleneck, hf, loading, text
 from ftc.runtime.backends.artifacts import Fitted, publish, staging
 from ftc.runtime.backends.embedding_loop import (
     Loop,
@@ -42,11 +42,15 @@ from ftc.runtime.backends.embedding_loop import (
     embed,
     encode,
     info_nce,
+    kept_rows,
     load_weights,
     max_len,
     mean_pool,
+    recall_k,
+    scores,
     split_loss,
     triples_of,
+    usable_rows,
 )
 from ftc.runtime.backends.latency import DEFAULT_REQUESTS, model_name, time_requests, warmup_of
 
@@ -66,8 +70,8 @@ def _load_base_encoder(ctx: TrainContext) -> tuple[Any, Any]:
     kwargs: dict[str, Any] = {"trust_remote_code": bool(ctx.spec.model.trust_remote_code)}
     if q is not None:
         kwargs.update(quantization_config=q,
-                      device_map={"": 0} if text.device_of(ctx).startswith("cuda") else {"": "cpu"})
-    return AutoModel.from_pretrained(str(text.base_dir(ctx)), **kwargs), q
+                      device_map={"": 0} if hf.device_of(ctx).startswith("cuda") else {"": "cpu"})
+    return AutoModel.from_pretrained(str(loading.base_dir(ctx)), **kwargs), q
 
 
 def _attach(model: Any, ctx: TrainContext) -> Any:
@@ -82,7 +86,7 @@ def _attach(model: Any, ctx: TrainContext) -> Any:
         return model
     if loading.is_quantized(model):
         model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
-            model, use_gradient_checkpointing=text.train_block(ctx).gradient_checkpointing)
+            model, use_gradient_checkpointing=hf.train_block(ctx).gradient_checkpointing)
     config = text.peft_config(ctx, "generation")
     config.task_type = "FEATURE_EXTRACTION"
     return get_peft_model(model, config)
@@ -94,14 +98,14 @@ def fit_contrastive(ctx: TrainContext) -> Fitted:
     if sig.anchor is None or sig.positive is None:
         raise ValueError("text contrastive training needs `anchor` and `positive` (image-text pairs belong to "
                          "the multimodal backend)")
-    rec = text.Recorder(ctx)
-    tr = text.train_block(ctx)
-    text.set_seed(tr.seed)
-    tok = text.load_tokenizer(text.base_dir(ctx), bool(ctx.spec.model.trust_remote_code))
+    rec = hf.Recorder(ctx)
+    tr = hf.train_block(ctx)
+    loading.set_seed(tr.seed)
+    tok = loading.load_tokenizer(loading.base_dir(ctx), bool(ctx.spec.model.trust_remote_code))
     base, quantization = _load_base_encoder(ctx)
     model = _attach(base, ctx)
     if quantization is None:
-        model.to(text.device_of(ctx))
+        model.to(hf.device_of(ctx))
     if tr.gradient_checkpointing:
         model.enable_input_require_grads()
         model.gradient_checkpointing_enable()
@@ -154,11 +158,11 @@ def _export_full(folder: Path, model: Any, tok: Any, max_length: int, info: dict
 
 
 def export_encoder(ctx: TrainContext, model: Any, tok: Any, max_length: int, quantization: Any = None,
-                   rec: text.Recorder | None = None) -> tuple[Path, Any]:
+                   rec: hf.Recorder | None = None) -> tuple[Path, Any]:
     """Write the artifacts the module docstring lists; returns the TrainResult's model_dir and
     the model it holds (LoRA is merged in place: the returned encoder replaces `model`)."""
     root = ctx.run_dir / "artifacts"
-    base = str(text.base_dir(ctx))
+    base = str(loading.base_dir(ctx))
     q = quantization.to_dict() if quantization is not None else None
     info: dict[str, Any] = {"format": "ftc-artifact", "version": 1, "method": ctx.spec.method.kind,
                             "task": "embedding", "base_model": base, "pooling": "mean", "normalize": True,
@@ -204,12 +208,12 @@ def load_encoder(ctx: TrainContext, model_dir: Path | None) -> tuple[Any, Any, i
     """(encoder, tokenizer, max_length) of any artifact of this backend, or of the base when None."""
     from transformers import AutoModel
 
-    folder = model_dir if model_dir is not None else text.base_dir(ctx)
+    folder = model_dir if model_dir is not None else loading.base_dir(ctx)
     trust = bool(ctx.spec.model.trust_remote_code)
-    tok = text.load_tokenizer(folder, trust)
+    tok = loading.load_tokenizer(folder, trust)
     info_path = folder / "ftc_artifact.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    device = text.device_of(ctx)
+    device = hf.device_of(ctx)
     if (folder / "adapter_config.json").is_file():
         model = _load_peft_encoder(folder, info["base_model"], info.get("quantization"), device)
     elif bottleneck.is_adapter_folder(folder):
@@ -227,74 +231,18 @@ def load_encoder(ctx: TrainContext, model_dir: Path | None) -> tuple[Any, Any, i
 # Evaluation and latency
 
 
-def _kept(ctx: TrainContext, rows: list[dict[str, Any]]) -> list[int]:
-    sig = ctx.spec.signal
-    return [i for i, r in enumerate(rows) if r.get(sig.anchor) is not None and r.get(sig.positive) is not None]
-
-
 def _ranks(model: Any, tok: Any, rows: list[dict[str, Any]], ctx: TrainContext, max_length: int) -> list[int]:
     """For each row: how many of the rows' positives score strictly above its own."""
-    return _scores(model, tok, rows, ctx, max_length)[0]
-
-
-def _scores(model: Any, tok: Any, rows: list[dict[str, Any]], ctx: TrainContext,
-            max_length: int) -> tuple[list[int], list[bool | None]]:
-    """(rank of each row's own positive among all the rows' positives, whether the anchor is
-    closer to its positive than to its hard negative: None for a row without one)."""
-    sig = ctx.spec.signal
-    anchors = encode(model, tok, [str(r[sig.anchor]) for r in rows], max_length)
-    positives = encode(model, tok, [str(r[sig.positive]) for r in rows], max_length)
-    sims = anchors @ positives.T
-    own = sims.diagonal()
-    ranks = [int(x) for x in (sims > own.unsqueeze(1)).sum(1)]
-    wins: list[bool | None] = [None] * len(rows)
-    with_negative = [i for i, r in enumerate(rows) if sig.negative and r.get(sig.negative) is not None]
-    if with_negative:
-        negatives = encode(model, tok, [str(rows[i][sig.negative]) for i in with_negative], max_length)
-        closer = (anchors[with_negative] * negatives).sum(-1) < own[with_negative]
-        for i, won in zip(with_negative, closer.tolist(), strict=True):
-            wins[i] = bool(won)
-    return ranks, wins
-
-
-def _usable(ctx: TrainContext, split: str) -> list[dict[str, Any]]:
-    rows = ctx.split_rows(split)
-    return [rows[i] for i in _kept(ctx, rows)]
+    return scores(model, tok, rows, ctx, max_length)[0]
 
 
 def recall_at_k(ctx: TrainContext, model_dir: Path | None, split: str, k: int) -> float:
     """Share of the split's anchors whose own positive ranks in the top k of all its positives."""
-    rows = _usable(ctx, split)
+    rows = usable_rows(ctx, split)
     if not rows:
         return math.nan
     model, tok, max_length = load_encoder(ctx, model_dir)
     return sum(r < k for r in _ranks(model, tok, rows, ctx, max_length)) / len(rows)
-
-
-def validation_scores(ctx: TrainContext, model: Any, tok: Any, max_length: int) -> dict[str, float]:
-    """recall_at_k and accuracy (as evaluate_rows defines them) of the in-memory model on the val
-    split: what early stopping on `val.recall_at_k` or `val.accuracy` watches while training."""
-    import torch
-
-    rows = _usable(ctx, "val")
-    if not rows:
-        return {}
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        ranks, wins = _scores(model, tok, rows, ctx, max_length)
-    model.train(was_training)
-    k = recall_k(ctx)
-    recall_1 = sum(r < 1 for r in ranks) / len(rows)
-    judged = [bool(w) for w in wins if w is not None]
-    return {"recall_at_k": sum(r < k for r in ranks) / len(rows), "recall_at_1": recall_1,
-            "accuracy": sum(judged) / len(judged) if judged else recall_1}
-
-
-def recall_k(ctx: TrainContext) -> int:
-    """k of `metric recall_at_k K` (5 when the spec declares none)."""
-    declared = [m.k for m in ctx.spec.eval.metrics if m.name == "recall_at_k" and m.k] if ctx.spec.eval else []
-    return int(declared[0]) if declared else 5
 
 
 def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str, Any]], name: str) -> EvalResult:
@@ -309,13 +257,13 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
     loss             the in-batch InfoNCE loss of training, in batches of `batch_size` (NaN for
                      a slice of one row: it has no in-batch negative).
     Per slice, rows are still ranked among all the rows (the loss batches only the slice's rows)."""
-    kept = _kept(ctx, rows)
+    kept = kept_rows(ctx, rows)
     if not kept:
         return EvalResult(split=name, metrics={}, n=0, extra={"skipped": len(rows)})
     usable = [rows[i] for i in kept]
     model, tok, max_length = load_encoder(ctx, model_dir)
     k = recall_k(ctx)
-    ranks, wins = _scores(model, tok, usable, ctx, max_length)
+    ranks, wins = scores(model, tok, usable, ctx, max_length)
 
     def compute(idx: list[int]) -> dict[str, float]:
         r_k = sum(ranks[i] < k for i in idx) / len(idx)
@@ -326,7 +274,7 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
                                  max_length)
         return out
 
-    batch, temperature = text.train_block(ctx).batch_size, float(ctx.spec.signal.temperature)
+    batch, temperature = hf.train_block(ctx).batch_size, float(ctx.spec.signal.temperature)
     out = compute(list(range(len(usable))))
     slices: dict[str, dict[str, float]] = {}
     position = {row: i for i, row in enumerate(kept)}
@@ -350,7 +298,7 @@ def evaluate_file(ctx: TrainContext, model_dir: Path | None, dataset: str) -> Ev
     from ftc.runtime.backends.text_eval import read_rows
 
     rows = read_rows(ctx, dataset)
-    if not _kept(ctx, rows):
+    if not kept_rows(ctx, rows):
         sig = ctx.spec.signal
         raise ValueError(f"cannot evaluate the encoder on {dataset}: no row has both `{sig.anchor}` and "
                          f"`{sig.positive}` (after the spec's `fields` mapping; columns: "

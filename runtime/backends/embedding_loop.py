@@ -18,7 +18,7 @@ import math
 from typing import Any
 
 from ftc.runtime.api import TrainContext
-from ftc.runtime.backends import loop, text
+from ftc.runtime.backends import hf, loop
 from ftc.runtime.backends.loading import virtual_positions
 from ftc.runtime.backends.loop import _optimizer, device_of, load_weights  # re-exported
 
@@ -91,7 +91,7 @@ def batches(items: list[Any], order: list[int], size: int) -> list[list[Any]]:
 def total_steps(ctx: TrainContext, n: int) -> int:
     """Optimizer steps: the spec's `steps`, else epochs × steps per epoch (batches of one row are
     skipped), capped by ctx.max_steps."""
-    tr = text.train_block(ctx)
+    tr = hf.train_block(ctx)
     n_batches = n // tr.batch_size + (1 if n % tr.batch_size > 1 else 0)
     planned = tr.steps or max(1, math.ceil(n_batches / tr.grad_accum)) * (tr.epochs or 1)
     return min(planned, ctx.max_steps) if ctx.max_steps else planned
@@ -104,7 +104,7 @@ def max_len(ctx: TrainContext, model: Any) -> int:
     return min(limit, data.max_length.tokens) if data is not None and data.max_length is not None else limit
 
 
-def drop_long(ctx: TrainContext, tok: Any, items: list[Triple], limit: int, rec: text.Recorder,
+def drop_long(ctx: TrainContext, tok: Any, items: list[Triple], limit: int, rec: hf.Recorder,
               split: str) -> list[Triple]:
     """`max_length N drop`: the triples whose every text fits in `limit` tokens (special tokens
     counted, as the encoder sees them), the rest left out and said; `truncate` (the default)
@@ -164,7 +164,65 @@ class Loop(loop.Loop):
         out = {"loss": split_loss(self.model, self.tok, self.val, self.tr.batch_size, self.temperature,
                                   self.max_length)}
         if self.es is not None and self.es[0] != "loss":
-            from ftc.runtime.backends import embedding
-
-            out.update(embedding.validation_scores(self.ctx, self.model, self.tok, self.max_length))
+            out.update(validation_scores(self.ctx, self.model, self.tok, self.max_length))
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores of anchors against positives: the evaluation (embedding.py) and early stopping share them
+
+
+def kept_rows(ctx: TrainContext, rows: list[dict[str, Any]]) -> list[int]:
+    sig = ctx.spec.signal
+    return [i for i, r in enumerate(rows) if r.get(sig.anchor) is not None and r.get(sig.positive) is not None]
+
+
+def scores(model: Any, tok: Any, rows: list[dict[str, Any]], ctx: TrainContext,
+            max_length: int) -> tuple[list[int], list[bool | None]]:
+    """(rank of each row's own positive among all the rows' positives, whether the anchor is
+    closer to its positive than to its hard negative: None for a row without one)."""
+    sig = ctx.spec.signal
+    anchors = encode(model, tok, [str(r[sig.anchor]) for r in rows], max_length)
+    positives = encode(model, tok, [str(r[sig.positive]) for r in rows], max_length)
+    sims = anchors @ positives.T
+    own = sims.diagonal()
+    ranks = [int(x) for x in (sims > own.unsqueeze(1)).sum(1)]
+    wins: list[bool | None] = [None] * len(rows)
+    with_negative = [i for i, r in enumerate(rows) if sig.negative and r.get(sig.negative) is not None]
+    if with_negative:
+        negatives = encode(model, tok, [str(rows[i][sig.negative]) for i in with_negative], max_length)
+        closer = (anchors[with_negative] * negatives).sum(-1) < own[with_negative]
+        for i, won in zip(with_negative, closer.tolist(), strict=True):
+            wins[i] = bool(won)
+    return ranks, wins
+
+
+def usable_rows(ctx: TrainContext, split: str) -> list[dict[str, Any]]:
+    rows = ctx.split_rows(split)
+    return [rows[i] for i in kept_rows(ctx, rows)]
+
+
+def validation_scores(ctx: TrainContext, model: Any, tok: Any, max_length: int) -> dict[str, float]:
+    """recall_at_k and accuracy (as evaluate_rows defines them) of the in-memory model on the val
+    split: what early stopping on `val.recall_at_k` or `val.accuracy` watches while training."""
+    import torch
+
+    rows = usable_rows(ctx, "val")
+    if not rows:
+        return {}
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        ranks, wins = scores(model, tok, rows, ctx, max_length)
+    model.train(was_training)
+    k = recall_k(ctx)
+    recall_1 = sum(r < 1 for r in ranks) / len(rows)
+    judged = [bool(w) for w in wins if w is not None]
+    return {"recall_at_k": sum(r < k for r in ranks) / len(rows), "recall_at_1": recall_1,
+            "accuracy": sum(judged) / len(judged) if judged else recall_1}
+
+
+def recall_k(ctx: TrainContext) -> int:
+    """k of `metric recall_at_k K` (5 when the spec declares none)."""
+    declared = [m.k for m in ctx.spec.eval.metrics if m.name == "recall_at_k" and m.k] if ctx.spec.eval else []
+    return int(declared[0]) if declared else 5

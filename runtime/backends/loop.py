@@ -33,7 +33,7 @@ from typing import Any
 from ftc.compiler import schema as s
 from ftc.runtime import checkpoints
 from ftc.runtime.api import TrainContext
-from ftc.runtime.backends import hf as text
+from ftc.runtime.backends import hf
 
 
 def device_of(model: Any) -> Any:
@@ -216,12 +216,12 @@ class Loop:
 
     background = True  # finish checkpoints on a background thread (False: before training goes on)
 
-    def __init__(self, ctx: TrainContext, model: Any, tok: Any, rec: text.Recorder) -> None:
+    def __init__(self, ctx: TrainContext, model: Any, tok: Any, rec: hf.Recorder) -> None:
         import torch
 
         self.ctx, self.model, self.tok, self.rec = ctx, model, tok, rec
         self.out_of_time = False  # `budget { max_time }` spent (_time_spent)
-        self.tr = tr = text.train_block(ctx)
+        self.tr = tr = hf.train_block(ctx)
         self.temperature = float(getattr(ctx.spec.signal, "temperature", None) or math.nan)  # contrastive only
         self.items: list[Any] = []
         self.val: list[Any] = []
@@ -232,8 +232,8 @@ class Loop:
         self.folder = ctx.run_dir / "checkpoints"
         self.every = tr.checkpoints.every if tr.checkpoints is not None else None
         self.keep = tr.checkpoints.keep if tr.checkpoints is not None else 1
-        self.es = text.early_stopping_metric(ctx)  # (name as validate() reports it, higher is better)
-        self.precision = text.resolve_precision(ctx, rec)
+        self.es = hf.early_stopping_metric(ctx)  # (name as validate() reports it, higher is better)
+        self.precision = hf.resolve_precision(ctx, rec)
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.state = State()
@@ -294,7 +294,7 @@ class Loop:
         return self.state
 
     def _run(self) -> None:
-        last = text.resume_checkpoint(self.ctx, self.rec)
+        last = hf.resume_checkpoint(self.ctx, self.rec)
         if last is not None:
             self.state = _resume(Path(last), self.model, self.optimizer, self.scheduler, self.scaler)
             self.restored(Path(last))

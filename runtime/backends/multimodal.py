@@ -32,10 +32,10 @@ from typing import Any
 
 from ftc.runtime import metrics
 from ftc.runtime.api import EvalResult, TrainContext, TrainResult
+from ftc.runtime.backends import hf
 from ftc.runtime.backends import multimodal_data as D
-from ftc.runtime.backends import text
 from ftc.runtime.backends.artifacts import Fitted
-from ftc.runtime.backends.embedding import recall_k
+from ftc.runtime.backends.embedding_loop import recall_k
 from ftc.runtime.backends.latency import DEFAULT_REQUESTS, model_name, time_requests, warmup_of
 from ftc.runtime.backends.multimodal_model import base_dir, load_trained
 from ftc.runtime.backends.multimodal_train import fit
@@ -82,7 +82,7 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
     model, tok, preprocess = load_trained(ctx, model_dir)
     images, texts = D.encode(model, tok, D.load_pixels(pairs.images, preprocess), pairs.captions)
     sc = D.scores(images, texts, pairs.captions)
-    k, batch, temperature = recall_k(ctx), text.train_block(ctx).batch_size, float(ctx.spec.signal.temperature)
+    k, batch, temperature = recall_k(ctx), hf.train_block(ctx).batch_size, float(ctx.spec.signal.temperature)
 
     def compute(idx: list[int]) -> dict[str, float]:
         return D.metrics_of(sc, idx, k, D.split_loss(images, texts, idx, batch, temperature))

@@ -27,7 +27,7 @@ from typing import Any
 
 from ftc.compiler import hub
 from ftc.runtime.api import TrainContext
-from ftc.runtime.backends import text
+from ftc.runtime.backends import hf, text
 from ftc.runtime.backends.artifacts import publish, staging
 from ftc.runtime.backends.loading import HUB_PREFIXES
 
@@ -176,7 +176,7 @@ def save_open_clip(ctx: TrainContext, model: Any, final: Path, kind: str) -> Pat
     return publish(tmp, final)
 
 
-def export(ctx: TrainContext, model: Any, rec: text.Recorder) -> tuple[Path, Path | None, str, Any]:
+def export(ctx: TrainContext, model: Any, rec: hf.Recorder) -> tuple[Path, Path | None, str, Any]:
     """(model_dir, merged_dir, TrainResult kind, the model as loaded from model_dir).
 
     full -> artifacts/model/ (an open_clip folder); lora -> artifacts/adapter/ (peft, over the base
@@ -209,7 +209,7 @@ def export(ctx: TrainContext, model: Any, rec: text.Recorder) -> tuple[Path, Pat
 def load_trained(ctx: TrainContext, model_dir: Path | None) -> tuple[Any, Any, Any]:
     """(model, tokenizer, preprocess) of an artifact of this backend (peft adapter or open_clip
     folder), or of the base when `model_dir` is None; in eval mode on ctx.device."""
-    device = text.device_of(ctx)
+    device = hf.device_of(ctx)
     if model_dir is None:
         return load_clip(base_dir(ctx), device)
     if (model_dir / "adapter_config.json").is_file():

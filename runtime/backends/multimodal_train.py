@@ -14,18 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from ftc.runtime.api import TrainContext, TrainResult
+from ftc.runtime.backends import hf, loading
 from ftc.runtime.backends import multimodal_data as D
 from ftc.runtime.backends import multimodal_model as M
-from ftc.runtime.backends import text
 from ftc.runtime.backends.artifacts import Fitted
-from ftc.runtime.backends.embedding import recall_k
-from ftc.runtime.backends.embedding_loop import Loop, load_weights
+from ftc.runtime.backends.embedding_loop import Loop, load_weights, recall_k
 
 
 class ClipLoop(Loop):
     """Loop over (image index, caption) items of an open_clip model (`tok` is its tokenizer)."""
 
-    def __init__(self, ctx: TrainContext, model: Any, tok: Any, rec: text.Recorder, preprocess: Any) -> None:
+    def __init__(self, ctx: TrainContext, model: Any, tok: Any, rec: hf.Recorder, preprocess: Any) -> None:
         self.preprocess = preprocess
         super().__init__(ctx, model, tok, rec)
 
@@ -60,15 +59,15 @@ def fit(ctx: TrainContext) -> Fitted:
     sig = ctx.spec.signal
     if sig.kind != "contrastive" or sig.image is None or sig.caption is None:
         raise ValueError("the multimodal backend trains `signal contrastive { image ...; caption ... }`")
-    rec = text.Recorder(ctx)
-    tr = text.train_block(ctx)
+    rec = hf.Recorder(ctx)
+    tr = hf.train_block(ctx)
     if tr.augment:
         rec.note(f"augment {list(tr.augment)} is not applied to image-text pairs (a flip or crop can "
                  "contradict a caption that says where things are); training uses the evaluation preprocessing")
-    text.set_seed(tr.seed)
-    device = text.device_of(ctx)
+    loading.set_seed(tr.seed)
+    device = hf.device_of(ctx)
     base, tok, preprocess = M.load_clip(M.base_dir(ctx), device)
-    text.set_seed(tr.seed)  # LoRA's initialisation draws from the seeded generator, whatever loading drew
+    loading.set_seed(tr.seed)  # LoRA's initialisation draws from the seeded generator, whatever loading drew
     model = M.attach(base, ctx)
     model.to(device)
     if tr.gradient_checkpointing:

@@ -14,8 +14,8 @@ from typing import Any
 
 from ftc.compiler import schema as s
 from ftc.runtime.api import EvalResult, TrainContext, TrainResult
+from ftc.runtime.backends import artifacts, hf, loading, reward, text
 from ftc.runtime.backends import preference_common as pc
-from ftc.runtime.backends import reward, text
 from ftc.runtime.backends.artifacts import Fitted
 
 
@@ -53,12 +53,12 @@ def fit_policy(ctx: TrainContext, reward_dir: Path, *, max_new_tokens: int | Non
 
     stage = ctx.spec.signal.policy
     sctx = pc.stage_context(ctx, "policy")
-    tr = text.train_block(sctx)
-    rec = text.Recorder(ctx)
-    text.set_seed(tr.seed)
-    model, tok = text.load_base(sctx)
+    tr = hf.train_block(sctx)
+    rec = hf.Recorder(ctx)
+    loading.set_seed(tr.seed)
+    model, tok = loading.load_base(sctx)
     model = text.attach_method(model, sctx)
-    scorer = reward.load_reward_model(reward_dir, text.device_of(ctx))
+    scorer = reward.load_reward_model(reward_dir, hf.device_of(ctx))
     limit, _ = pc.limit_of(sctx, tok, model)
     new = new_tokens(limit, max_new_tokens)
     rows = _prompt_rows(pc.rows_of(ctx.parts.get("train")), stage.prompt, tok, max(1, limit - new))
@@ -68,7 +68,7 @@ def fit_policy(ctx: TrainContext, reward_dir: Path, *, max_new_tokens: int | Non
         rec.note("early stopping is not applied to policy optimisation (it would need generation on val); "
                  "the KL penalty and the step budget bound the run")
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if stage.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
-    args = text.training_arguments(
+    args = hf.training_arguments(
         sctx, len(rows) * stage.generations, config_cls=config_cls, emit=rec, has_val=False,
         num_generations=stage.generations, generation_batch_size=_generation_batch(tr, stage.generations),
         max_completion_length=new, beta=stage.kl_coef, include_num_input_tokens_seen="no",
@@ -76,12 +76,12 @@ def fit_policy(ctx: TrainContext, reward_dir: Path, *, max_new_tokens: int | Non
         # the training forward pass and off while sampling, that ratio is noise (seen: losses of 1e9
         # on the example), so the policy and its reference run without dropout, as TRL advises
         disable_dropout=True)
-    trainer = text.make_trainer_class(trainer_cls)(
+    trainer = hf.make_trainer_class(trainer_cls)(
         model=model, reward_funcs=scorer, args=args, processing_class=tok, train_dataset=Dataset.from_list(rows),
         callbacks=pc.callbacks(sctx, rec, False))
     run = pc.fit(sctx, trainer, rec, model, f"policy ({stage.algorithm})")
     trained = pc.without_ref(trainer.model)
-    model_dir, kind = text.save_artifacts(ctx, trained, tok)
+    model_dir, kind = artifacts.save_artifacts(ctx, trained, tok)
     pc.end(rec, run, model_dir)
     return Fitted(TrainResult(model_dir, kind, history=rec.history, **run), trained, tok, rec.history)
 
@@ -133,9 +133,9 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
                       else on the rows' pairs."""
     stage, rstage = ctx.spec.signal.policy, ctx.spec.signal.reward
     kept = [i for i, r in enumerate(rows) if isinstance(r.get(stage.prompt), str)]
-    model, tok = text.load_trained(ctx, model_dir)
+    model, tok = artifacts.load_trained(ctx, model_dir)
     limit, _ = pc.limit_of(ctx, tok, model)
-    batch = text.train_block(ctx).batch_size
+    batch = hf.train_block(ctx).batch_size
     prompts = [pc.with_sep(rows[i][stage.prompt]) for i in kept]
     ref = reference_field([rows[i] for i in kept], ctx)
     references = [rows[i][ref] for i in kept] if ref else []
@@ -155,7 +155,7 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
         likely = {j: g[0] > b[0] for j, g, b in zip(pairs, good, bad, strict=True)}
         ref_good, ref_bad = good, bad
         if model_dir is not None:  # the base is the reference the policy was kept near
-            ref_good, ref_bad = pair_logps(text.load_trained(ctx, None)[0])
+            ref_good, ref_bad = pair_logps(artifacts.load_trained(ctx, None)[0])
         for j, g, b, rg, rb in zip(pairs, good, bad, ref_good, ref_bad, strict=True):
             margin = (g[0] - rg[0]) - (b[0] - rb[0])
             wins[j] = 1.0 if margin > 0 else 0.5 if margin == 0 else 0.0
@@ -169,7 +169,7 @@ def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str
         new = new_tokens(limit, None)
         completions = generate(model, tok, [pc.fit_prompt(tok, p, max(1, limit - new)) for p in prompts], new,
                                batch)
-        scorer = reward.load_reward_model(rdir, text.device_of(ctx))
+        scorer = reward.load_reward_model(rdir, hf.device_of(ctx))
         rewards = scorer.score([p + c for p, c in zip(prompts, completions, strict=True)])
 
     def compute(idx: list[int]) -> dict[str, float]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.runtime.api import EvalResult, TrainContext
-from ftc.runtime.backends import dpo, policy, text
+from ftc.runtime.backends import artifacts, dpo, policy, text
 from ftc.runtime.backends import preference_common as pc
 from ftc.runtime.backends.dpo import fit_dpo, train_dpo
 from ftc.runtime.backends.latency import DEFAULT_REQUESTS, model_name, time_requests, warmup_of
@@ -139,7 +139,7 @@ def measure_latency(ctx: TrainContext, model_dir: Path | None, split: str = "tes
     prompts = [pc.with_sep(r[field]) for r in rows if r.get(field) is not None]
     if not prompts:
         raise ValueError(f"no `{field}` prompts in `{split}` to time")
-    model, tok = text.load_trained(ctx, model_dir)
+    model, tok = artifacts.load_trained(ctx, model_dir)
     limit, _ = pc.limit_of(ctx, tok, model)
     new = latency_tokens(ctx, tok, rows, limit)
     budget = max(1, limit - new)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ftc.compiler import schema as s
 from ftc.runtime import metrics
 from ftc.runtime.api import TrainContext, TrainResult
-from ftc.runtime.backends import text
+from ftc.runtime.backends import artifacts, hf, text
 from ftc.runtime.backends.loading import virtual_positions
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def limit_of(ctx: TrainContext, tok: Any, model: Any, data: s.Data | None = None
     return max(1, limit), policy
 
 
-def fits(rows: list[dict[str, Any]], tok: Any, limit: int, policy: str, rec: text.Recorder,
+def fits(rows: list[dict[str, Any]], tok: Any, limit: int, policy: str, rec: hf.Recorder,
          split: str) -> list[dict[str, Any]]:
     """`max_length N drop`: leave out text pairs whose longer side exceeds N tokens."""
     if policy != "drop":
@@ -104,7 +104,7 @@ def fits(rows: list[dict[str, Any]], tok: Any, limit: int, policy: str, rec: tex
 # Trainer plumbing shared by the three trainers
 
 
-def callbacks(ctx: TrainContext, rec: text.Recorder, evaluating: bool, split: str = "val") -> list[Any]:
+def callbacks(ctx: TrainContext, rec: hf.Recorder, evaluating: bool, split: str = "val") -> list[Any]:
     from ftc.runtime.backends.monitor import MonitorCallback, time_limit_callbacks
     from transformers import EarlyStoppingCallback
 
@@ -121,16 +121,16 @@ def callbacks(ctx: TrainContext, rec: text.Recorder, evaluating: bool, split: st
                 self.emit = emit
 
     out: list[Any] = [PreferenceMonitor(rec, split=split), *time_limit_callbacks(ctx.time_limit, rec)]
-    es = text.train_block(ctx).early_stopping
+    es = hf.train_block(ctx).early_stopping
     if es is not None and evaluating:
         out.append(EarlyStoppingCallback(early_stopping_patience=es.patience, early_stopping_threshold=es.min_delta))
     return out
 
 
-def best_metric(ctx: TrainContext, has_val: bool, accuracy: str, rec: text.Recorder) -> dict[str, Any]:
+def best_metric(ctx: TrainContext, has_val: bool, accuracy: str, rec: hf.Recorder) -> dict[str, Any]:
     """Early stopping's metric as this trainer reports it: `loss`, or `accuracy` under the name
     the trainer logs it (DPO: rewards/accuracies); another metric falls back to the loss."""
-    found = text.early_stopping_metric(ctx) if has_val else None
+    found = hf.early_stopping_metric(ctx) if has_val else None
     if found is None:
         return {}
     name = found[0]
@@ -142,16 +142,16 @@ def best_metric(ctx: TrainContext, has_val: bool, accuracy: str, rec: text.Recor
     return {"metric_for_best_model": metric, "greater_is_better": name == "accuracy"}
 
 
-def fit(ctx: TrainContext, trainer: Any, rec: text.Recorder, model: Any, what: str) -> dict[str, Any]:
+def fit(ctx: TrainContext, trainer: Any, rec: hf.Recorder, model: Any, what: str) -> dict[str, Any]:
     """Train (resuming when asked); returns steps, stopped_early and the best checkpoint."""
-    tr = text.train_block(ctx)
-    text.quiet(trainer)
+    tr = hf.train_block(ctx)
+    hf.quiet(trainer)
     precision = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
     rec({"event": "start", "stage": what, "method": ctx.spec.method.kind, "precision": precision,
          "requested_precision": tr.precision, "max_steps": trainer.args.max_steps, "device": ctx.device,
          "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
          "total_params": sum(p.numel() for p in model.parameters())})
-    trainer.train(resume_from_checkpoint=text.resume_checkpoint(ctx, rec))
+    trainer.train(resume_from_checkpoint=hf.resume_checkpoint(ctx, rec))
     state = trainer.state
     es = next((cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "EarlyStoppingCallback"), None)
     stopped = bool(es is not None and tr.early_stopping is not None and state.global_step < state.max_steps
@@ -184,7 +184,7 @@ def without_ref(model: Any) -> Any:
     return model
 
 
-def end(rec: text.Recorder, run: dict[str, Any], model_dir: Path) -> None:
+def end(rec: hf.Recorder, run: dict[str, Any], model_dir: Path) -> None:
     best = run["best_checkpoint"]
     rec({"event": "end", "step": run["steps"], "stopped_early": run["stopped_early"], "artifact": str(model_dir),
          "best_checkpoint": str(best) if best else None})
@@ -311,8 +311,8 @@ def with_merged(ctx: TrainContext, fitted: Fitted) -> TrainResult:
     freed first: the merge loads the base again)."""
     result = fitted.result
     del fitted
-    rec = text.Recorder(ctx)
+    rec = hf.Recorder(ctx)
     rec.history = result.history
     if result.kind == "adapter":
-        result.merged_dir = text.export_merged(ctx, result.model_dir, rec)
+        result.merged_dir = artifacts.export_merged(ctx, result.model_dir, rec)
     return result

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.runtime.api import TrainContext, TrainResult
-from ftc.runtime.backends import bottleneck, loading, text
+from ftc.runtime.backends import bottleneck, hf, loading, text
 from ftc.runtime.backends import preference_common as pc
 from ftc.runtime.backends.artifacts import Fitted, publish, staging
 
@@ -106,7 +106,7 @@ def load_reward_model(model_dir: Path, device: str = "cpu") -> RewardModel:
     info_path = model_dir / "ftc_artifact.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     trust = bool(info.get("trust_remote_code", False))
-    tok = text.load_tokenizer(model_dir, trust)
+    tok = loading.load_tokenizer(model_dir, trust)
     saved = info.get("quantization")
     q = BitsAndBytesConfig.from_dict(saved) if saved else None  # type: ignore[no-untyped-call]
     model: Any
@@ -136,7 +136,7 @@ def reward_accuracy_rows(ctx: TrainContext, model_dir: Path, rows: list[dict[str
     rows = [r for r in rows if isinstance(r["prompt"], str)]
     if not rows:
         return math.nan
-    reward = load_reward_model(model_dir, text.device_of(ctx))
+    reward = load_reward_model(model_dir, hf.device_of(ctx))
     chosen = reward.score([r["prompt"] + r["chosen"] for r in rows])
     rejected = reward.score([r["prompt"] + r["rejected"] for r in rows])
     return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
@@ -160,7 +160,7 @@ def _tokenized_pairs(rows: list[dict[str, Any]], tok: Any, limit: int) -> list[d
 
 
 def _pairs_dataset(ctx: TrainContext, rows: list[dict[str, Any]], tok: Any, limit: int, policy: str,
-                   rec: text.Recorder, split: str) -> Any:
+                   rec: hf.Recorder, split: str) -> Any:
     """Text pairs as TRL's processed columns (`chosen_ids`, `rejected_ids`: RewardTrainer then
     skips its own tokenising), pairs over the limit left out first when the policy says so; or
     the same dataset from the tokenised-data cache (tokcache.py) when nothing it depends on changed."""
@@ -170,7 +170,7 @@ def _pairs_dataset(ctx: TrainContext, rows: list[dict[str, Any]], tok: Any, limi
     built = False
 
     def make_key() -> str:
-        return tokcache.key("reward", tokcache.tokenizer_fingerprint(tok, text.base_dir(ctx)),
+        return tokcache.key("reward", tokcache.tokenizer_fingerprint(tok, loading.base_dir(ctx)),
                             tokcache.content_digest(rows), {"max_length": limit, "policy": policy})
 
     def build() -> tuple[Any, dict[str, Any]]:
@@ -187,11 +187,11 @@ def _pairs_dataset(ctx: TrainContext, rows: list[dict[str, Any]], tok: Any, limi
 
 def _load_reward_base(ctx: TrainContext) -> tuple[Any, Any, Any]:
     """(model, tokenizer, BitsAndBytesConfig or None): the base with a 1-output head."""
-    path = text.base_dir(ctx)
+    path = loading.base_dir(ctx)
     trust = bool(ctx.spec.model.trust_remote_code)
-    tok = text.load_tokenizer(path, trust)
+    tok = loading.load_tokenizer(path, trust)
     q = loading.quantization_config(ctx, None, "classification")
-    model = _base_classifier(path, trust, q, text.device_of(ctx))
+    model = _base_classifier(path, trust, q, hf.device_of(ctx))
     model.config.pad_token_id = tok.pad_token_id
     return model, tok, q
 
@@ -201,7 +201,7 @@ def _publish_reward(ctx: TrainContext, model: Any, tok: Any, info: dict[str, Any
 
     final = reward_dir(ctx)
     tmp = staging(final)
-    base = str(text.base_dir(ctx))
+    base = str(loading.base_dir(ctx))
     if isinstance(model, PeftModel):
         for cfg in model.peft_config.values():
             cfg.base_model_name_or_path = base
@@ -233,8 +233,8 @@ def fit_reward(ctx: TrainContext) -> Fitted:
 
     stage = ctx.spec.signal.reward
     sctx = pc.stage_context(ctx, "reward")
-    rec = text.Recorder(ctx)
-    text.set_seed(text.train_block(sctx).seed)
+    rec = hf.Recorder(ctx)
+    loading.set_seed(hf.train_block(sctx).seed)
     model, tok, quantization = _load_reward_base(sctx)
     model = text.attach_method(model, sctx, for_task="classification")
     parts = reward_parts(ctx)
@@ -251,11 +251,11 @@ def fit_reward(ctx: TrainContext) -> Fitted:
     if not len(train_rows):
         raise ValueError("no preference pairs to train the reward model on")
     has_val = len(val_rows) > 0
-    args = text.training_arguments(sctx, len(train_rows), config_cls=RewardConfig, emit=rec, has_val=has_val,
+    args = hf.training_arguments(sctx, len(train_rows), config_cls=RewardConfig, emit=rec, has_val=has_val,
                                    max_length=None, include_num_input_tokens_seen="no",  # pairs: no input_ids
                                    pad_to_multiple_of=limit if fixed else None,
                                    **pc.best_metric(sctx, has_val, "accuracy", rec))
-    trainer = text.make_trainer_class(RewardTrainer)(
+    trainer = hf.make_trainer_class(RewardTrainer)(
         model=model, args=args, processing_class=tok, train_dataset=train_rows,
         eval_dataset=val_rows if has_val else None, callbacks=pc.callbacks(sctx, rec, has_val, split="reward.val"))
     if quantization is not None:

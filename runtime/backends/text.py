@@ -1,20 +1,17 @@
 """Text backend: attach the spec's method to a local base, train with SFT, evaluate.
 
-Public API (the executor's and the preference backend's), all importable from this module:
-    set_seed(seed)
-    load_base(ctx, *, for_task=None, quantize=None) -> (model, tokenizer)      loading.py
-    attach_method(model, ctx) -> model
-    train_sft(ctx) -> TrainResult          fit_sft(ctx) -> SftRun (the same, keeping the model)
-    evaluate(ctx, model_dir, split) -> EvalResult                             text_eval.py
-    evaluate_file(ctx, model_dir, dataset) -> EvalResult   a data file named by a gate
-    measure_latency(ctx, model_dir, split="test", warmup=None, n=50) -> dict  text_eval.py
-    load_trained(ctx, model_dir) -> (model, tokenizer)   any artifact below   artifacts.py
-  shared with the other trainers (DPO, reward, policy):                        hf.py
-    Recorder, training_arguments(ctx, n_train, config_cls=..., **extra), trainer_callbacks,
-    resume_checkpoint, make_trainer_class, quiet; save_artifacts, export_merged (artifacts.py)
+What this module does: attach the spec's method (`attach_method`, `peft_config`, `name_matches`),
+build the SFT and classification datasets, and train (`fit_sft` keeps the model, `train_sft` is the
+executor's step). It re-exports nothing; the rest of the text backend lives where it is defined:
+    loading.py     set_seed, load_base, load_tokenizer, base_dir, labels_of (the base model)
+    hf.py          Recorder, training_arguments, trainer_callbacks, resume_checkpoint, train_block,
+                   make_trainer_class, quiet (shared with the DPO, reward and policy trainers)
+    artifacts.py   save_artifacts, export_merged, load_trained (any artifact below)
+    text_eval.py   evaluate, evaluate_file, measure_latency (the executor's evaluation steps,
+                   named in compiler/capabilities.py)
 
-Nothing is downloaded: the base is a local folder (hub ids are refused) and the Hugging Face
-libraries run offline (set in backends/__init__.py before they are imported).
+Nothing is downloaded: the base is a local folder or a snapshot in the Hugging Face cache, and the
+Hugging Face libraries run offline (set in backends/__init__.py before they are imported).
 
 Artifacts (ctx.run_dir/"artifacts"), safetensors only, each folder renamed into place complete:
     adapter/    peft adapter (lora, qlora, prompt_tuning, prefix_tuning) + tokenizer:
@@ -35,92 +32,31 @@ from pathlib import Path
 from typing import Any
 
 from ftc.compiler import schema as s
-from ftc.runtime.api import EvalResult, TrainContext, TrainResult
+from ftc.runtime.api import TrainContext, TrainResult
 from ftc.runtime.backends.artifacts import (
-    PICKLE_SUFFIXES,
-    assert_no_pickles,
     export_merged,
-    load_trained,
     save_artifacts,
 )
 from ftc.runtime.backends.hf import (
     Emit,
     Recorder,
-    device_of,
     early_stopping_metric,
     is_classification,
     make_trainer_class,
     quiet,
-    resolve_precision,
     resume_checkpoint,
-    steps_per_epoch,
     task_of,
-    total_steps,
     train_block,
     trainer_callbacks,
     training_arguments,
 )
 from ftc.runtime.backends.loading import (
-    HUB_PREFIXES,
     base_dir,
     is_quantized,
-    labels_of,
     load_base,
-    load_tokenizer,
-    model_class,
-    quantization_config,
     set_seed,
     virtual_positions,
 )
-
-__all__ = [
-    "DEFAULT_CHAT_TEMPLATE",
-    "HUB_PREFIXES",
-    "PEFT_METHODS",
-    "PICKLE_SUFFIXES",
-    "Emit",
-    "Recorder",
-    "SftRun",
-    "assert_no_pickles",
-    "attach_method",
-    "base_dir",
-    "classification_metric_fn",
-    "classification_rows",
-    "device_of",
-    "early_stopping_metric",
-    "ensure_chat_template",
-    "evaluate",
-    "evaluate_file",
-    "export_merged",
-    "fit_sft",
-    "is_classification",
-    "is_quantized",
-    "labels_of",
-    "load_base",
-    "load_tokenizer",
-    "load_trained",
-    "make_trainer_class",
-    "max_length",
-    "measure_latency",
-    "model_class",
-    "name_matches",
-    "peft_config",
-    "quantization_config",
-    "quiet",
-    "resolve_precision",
-    "resume_checkpoint",
-    "save_artifacts",
-    "set_seed",
-    "sft_rows",
-    "steps_per_epoch",
-    "target_text",
-    "task_of",
-    "total_steps",
-    "train_block",
-    "train_sft",
-    "trainer_callbacks",
-    "training_arguments",
-]
 
 PEFT_METHODS = ("lora", "qlora", "prompt_tuning", "prefix_tuning")
 DEFAULT_CHAT_TEMPLATE = (
@@ -461,30 +397,3 @@ def train_sft(ctx: TrainContext) -> TrainResult:
     rec.history = history
     result.merged_dir = export_merged(ctx, result.model_dir, rec)
     return result
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation (text_eval.py)
-
-
-def evaluate(ctx: TrainContext, model_dir: Path | None, split: str) -> EvalResult:
-    """Metrics of the model in `model_dir` (None = the base) on `split`, overall and per slice."""
-    from ftc.runtime.backends import text_eval
-
-    return text_eval.evaluate(ctx, model_dir, split)
-
-
-def evaluate_file(ctx: TrainContext, model_dir: Path | None, dataset: str) -> EvalResult:
-    """The same metrics on a data file named by a gate (`gate regression <= 0.02 vs base on
-    "data/general.jsonl"`): the path is relative to the spec's folder, `fields` applies."""
-    from ftc.runtime.backends import text_eval
-
-    return text_eval.evaluate_file(ctx, model_dir, dataset)
-
-
-def measure_latency(ctx: TrainContext, model_dir: Path | None, split: str = "test", warmup: int | None = None,
-                    n: int = 50) -> dict[str, Any]:
-    """p50/p95/p99 seconds of single-example inference after `warmup` requests."""
-    from ftc.runtime.backends import text_eval
-
-    return text_eval.measure_latency(ctx, model_dir, split, warmup, n)

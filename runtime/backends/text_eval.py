@@ -27,7 +27,7 @@ from typing import Any
 
 from ftc.runtime import metrics
 from ftc.runtime.api import EvalResult, TrainContext
-from ftc.runtime.backends import text
+from ftc.runtime.backends import artifacts, hf, text
 
 SAMPLES = 5
 
@@ -74,7 +74,7 @@ def _evaluate_classification(ctx: TrainContext, model: Any, tok: Any, split: str
     texts = [str(rows[i][sig.input]) for i in kept]
     y = [label2id[str(rows[i][sig.target])] for i in kept]
     limit, _ = text.max_length(ctx, tok, model)
-    probs = _classify(model, tok, texts, limit, text.train_block(ctx).batch_size, _device(model))
+    probs = _classify(model, tok, texts, limit, hf.train_block(ctx).batch_size, _device(model))
     declared = declared_metrics(ctx)
 
     def compute(idx: list[int]) -> dict[str, float]:
@@ -194,7 +194,7 @@ def _evaluate_generation(ctx: TrainContext, model: Any, tok: Any, split: str,
 
     limit, _ = text.max_length(ctx, tok, model)
     kept, exs = examples(ctx, tok, rows, limit)
-    batch = text.train_block(ctx).batch_size
+    batch = hf.train_block(ctx).batch_size
     nll: list[tuple[float, int]] = []
     preds: list[str] = []
     with torch.inference_mode():
@@ -234,8 +234,8 @@ def _evaluate_generation(ctx: TrainContext, model: Any, tok: Any, split: str,
 
 def evaluate_rows(ctx: TrainContext, model_dir: Path | None, rows: list[dict[str, Any]], name: str) -> EvalResult:
     """Every metric of the task on `rows` (named `name` in the result), overall and per slice."""
-    model, tok = text.load_trained(ctx, model_dir)
-    if text.is_classification(ctx.spec.model.task):
+    model, tok = artifacts.load_trained(ctx, model_dir)
+    if hf.is_classification(ctx.spec.model.task):
         return _evaluate_classification(ctx, model, tok, name, rows)
     return _evaluate_generation(ctx, model, tok, name, rows)
 
@@ -280,12 +280,12 @@ def measure_latency(ctx: TrainContext, model_dir: Path | None, split: str = "tes
 
     if warmup is None:
         warmup = ctx.spec.eval.latency_warmup if ctx.spec.eval is not None else 5
-    model, tok = text.load_trained(ctx, model_dir)
+    model, tok = artifacts.load_trained(ctx, model_dir)
     rows = ctx.split_rows(split) if split in ctx.parts else next(iter(ctx.parts.values())).rows
     limit, _ = text.max_length(ctx, tok, model)
     dev = _device(model)
     cuda = dev.type == "cuda"
-    if text.is_classification(ctx.spec.model.task):
+    if hf.is_classification(ctx.spec.model.task):
         inputs = [str(r[ctx.spec.signal.input]) for r in rows if r.get(ctx.spec.signal.input) is not None]
 
         def request(i: int) -> None:

@@ -26,7 +26,7 @@ pytest.importorskip("trl")
 
 from ftc.compiler import honoured as h
 from ftc.runtime.api import TrainContext
-from ftc.runtime.backends import loading, text
+from ftc.runtime.backends import hf, loading, text, text_eval
 
 from tests.runtime import _pref_fixtures as F
 from tests.runtime.conftest import SCHEMA, chat_rows, gen_rows, ticket_rows
@@ -502,7 +502,7 @@ def _sft_classifier(seen: Seen, root: Path, base: Path, monkeypatch: pytest.Monk
          "each row's `body` is the input and its `category` the label")
     seen("data.dedup", dedup_applied(ctx), "the dedup node removes a repeated training row")
     emails = sum(r["channel"] == "email" for r in ctx.parts["test"].rows)
-    evaluation_applied(seen, ctx, text, {"f1": "f1.weighted", "accuracy": "accuracy"}, emails, 2)
+    evaluation_applied(seen, ctx, text_eval, {"f1": "f1.weighted", "accuracy": "accuracy"}, emails, 2)
 
 
 def _sft_extraction(seen: Seen, root: Path, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -537,7 +537,7 @@ def _sft_extraction(seen: Seen, root: Path, base: Path, monkeypatch: pytest.Monk
         len(tok(r["prompt"] + r["answer"])["input_ids"]) for r in fit) < 51,
          f"rows of 50-52 tokens packed into sequences of exactly 52: {lengths}")
     schemas = spy(monkeypatch, metrics, "format_valid")
-    result = text.evaluate(ctx, None, "test")
+    result = text_eval.evaluate(ctx, None, "test")
     seen("model.output_schema", schemas and all(call[0][1] == SCHEMA for call in schemas)
          and "format_validity" in result.metrics, "format_validity checks replies against schema.json")
     seen("model.task", type(trainer.model.get_base_model()).__name__ == "GPT2LMHeadModel", "a causal LM")
@@ -626,7 +626,7 @@ def test_text_dpo_applies_every_key_it_honours(tmp_path: Path, gpt2_pairs: Path,
         f'source "pairs.jsonl"; split 60/20/20; max_length {limit} drop; dedup exact; slice export where topic == "export"',
         FULL_TRAIN, "metric accuracy; metric format_validity; gate accuracy >= 0.0 on test; latency_warmup 2"))
     loads = loaded_with(monkeypatch)
-    args = spy(monkeypatch, text, "training_arguments")
+    args = spy(monkeypatch, hf, "training_arguments")
     trainers = spy(monkeypatch, pc, "fit")
     fits = spy(monkeypatch, pc, "fits")
     got = attached(monkeypatch, text, "attach_method")
@@ -739,7 +739,7 @@ def _rlhf_train(monkeypatch: pytest.MonkeyPatch, ctx: TrainContext) -> dict[str,
     from ftc.runtime.backends import preference_common as pc
     from ftc.runtime.backends import reward as reward_module
 
-    got = {"args": spy(monkeypatch, text, "training_arguments"), "trainers": spy(monkeypatch, pc, "fit"),
+    got = {"args": spy(monkeypatch, hf, "training_arguments"), "trainers": spy(monkeypatch, pc, "fit"),
            "fits": spy(monkeypatch, pc, "fits"), "attached": attached(monkeypatch, text, "attach_method"),
            "loads": loaded_with(monkeypatch), "classifier": spy(monkeypatch, reward_module, "_base_classifier"),
            "quant": spy(monkeypatch, loading, "quantization_config"), "drops": dropouts_in_training(monkeypatch)}
@@ -1281,7 +1281,7 @@ def test_pipeline_applies_its_keys(tmp_path: Path, tiny_bert: Path, monkeypatch:
     gates = next(n for n in plan.nodes if n.kind == "gates").params["gates"]
     verdicts = [gate_eval.evaluate(gates, {"tuned:test": EvalResult("test", {"f1": f1})})[0].passed for f1 in (0.5, 0.4)]
     seen("eval.gates", verdicts == [True, False], "f1 0.5 passes `f1 >= 0.45 on test`, 0.4 fails it")
-    seen("train.artifacts", lineage(plan, ctx.checked)["retention"] == {"artifacts_keep": 3},
+    seen("train.artifacts", lineage(plan, ctx.checked).artifacts_keep == 3,
          "the run's record keeps `artifacts keep 3` for `ftc gc`")
     mirror = settings_for_run(ctx.checked)
     assert mirror is not None, "the spec's tracking block was not read"

@@ -9,6 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from ftc.runtime.backends import artifacts
+from ftc.runtime.backends import loading
+from ftc.runtime.backends import text_eval
 from ftc.runtime.backends import text
 
 from tests.runtime.conftest import MakeCtx
@@ -26,9 +29,9 @@ def test_bf16_lora_on_cuda(make_ctx: MakeCtx) -> None:
     assert all(e["gpu_mb"] > 0 for e in ctx.events.of("step"))
     saved = {p.name for p in (ctx.run_dir / "checkpoints").rglob("*") if p.is_file()}
     assert {"optimizer.safetensors", "optimizer.json"} <= saved and "optimizer.pt" not in saved  # 8-bit state, no pickle
-    ev = text.evaluate(ctx, result.model_dir, "test")
+    ev = text_eval.evaluate(ctx, result.model_dir, "test")
     assert ev.n == 30 and ev.metrics["loss"] > 0
-    lat = text.measure_latency(ctx, result.model_dir, n=5, warmup=1)
+    lat = text_eval.measure_latency(ctx, result.model_dir, n=5, warmup=1)
     assert lat["device"].startswith("cuda") and lat["p50"] > 0
 
 
@@ -38,15 +41,15 @@ def test_qlora_on_cuda(make_ctx: MakeCtx, task: str) -> None:
                    train="steps 2; learning_rate 1e-3; batch_size 8; precision bf16")
     run = text.fit_sft(ctx)
     model = run.model.eval()
-    assert text.is_quantized(model.get_base_model())
-    loaded, tok = text.load_trained(ctx, run.result.model_dir)
+    assert loading.is_quantized(model.get_base_model())
+    loaded, tok = artifacts.load_trained(ctx, run.result.model_dir)
     rows = ctx.parts["test"].rows[:4]
     texts = [r["text"] if "text" in r else r["prompt"] for r in rows]
     batch = {k: v.to("cuda") for k, v in tok(texts, padding=True, return_tensors="pt").items()}
     with torch.inference_mode():
         a, b = model(**batch).logits.float(), loaded(**batch).logits.float()
     assert torch.allclose(a, b, atol=5e-2), (a - b).abs().max()
-    ev = text.evaluate(ctx, run.result.model_dir, "test")
+    ev = text_eval.evaluate(ctx, run.result.model_dir, "test")
     assert ev.n == 30
 
 

@@ -12,6 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from ftc.runtime.backends import loading
+from ftc.runtime.backends import artifacts
 from ftc.runtime.backends import bottleneck, text
 
 from tests.runtime.conftest import LABELS, MakeCtx
@@ -107,7 +109,7 @@ def test_method_trains_and_artifact_reloads(make_ctx: MakeCtx, task: str, method
     assert in_memory.shape == loaded.shape
     assert torch.allclose(in_memory, loaded, atol=tol, rtol=0), (in_memory - loaded).abs().max()
 
-    base, _ = text.load_base(ctx)
+    base, _ = loading.load_base(ctx)
     base_logits = _logits(base.eval(), batch)
     if base_logits.shape == in_memory.shape:  # prompt tuning adds virtual positions
         assert (base_logits - in_memory).abs().max() > 1e-6, "training changed nothing"
@@ -116,12 +118,12 @@ def test_method_trains_and_artifact_reloads(make_ctx: MakeCtx, task: str, method
 
 def test_trainable_parameters_follow_the_method(make_ctx: MakeCtx) -> None:
     ctx = make_ctx("classification", 'full { unfreeze ["classifier"]; freeze ["classifier.bias"] }')
-    model, _ = text.load_base(ctx)
+    model, _ = loading.load_base(ctx)
     model = text.attach_method(model, ctx)
     assert sorted(n for n, p in model.named_parameters() if p.requires_grad) == ["classifier.weight"]
 
     ctx = make_ctx("classification", "adapters { bottleneck 4; placement ffn }")
-    model = text.attach_method(text.load_base(ctx)[0], ctx)
+    model = text.attach_method(loading.load_base(ctx)[0], ctx)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert all(".ftc_adapter." in n or n.startswith("classifier.") for n in names)
     assert sum(".ftc_adapter.down.weight" in n for n in names) == 2  # one per block (ffn only)
@@ -130,12 +132,12 @@ def test_trainable_parameters_follow_the_method(make_ctx: MakeCtx) -> None:
 def test_unknown_freeze_pattern_is_refused(make_ctx: MakeCtx) -> None:
     ctx = make_ctx("classification", 'full { freeze ["decoder.layers"] }')
     with pytest.raises(ValueError, match="matches no parameter"):
-        text.attach_method(text.load_base(ctx)[0], ctx)
+        text.attach_method(loading.load_base(ctx)[0], ctx)
 
 
 def test_bottleneck_adapter_starts_as_identity(make_ctx: MakeCtx) -> None:
     ctx = make_ctx("generation", "adapters { bottleneck 4; placement both }")
-    base, tok = text.load_base(ctx)
+    base, tok = loading.load_base(ctx)
     batch = dict(tok(["extract alice 1:"], return_tensors="pt"))
     before = _logits(base.eval(), batch)
     names = bottleneck.add_adapters(base, 4, "both")
@@ -151,8 +153,8 @@ def test_lora_over_an_8bit_base(make_ctx: MakeCtx) -> None:
                    train="steps 2; learning_rate 5e-3; batch_size 8; precision fp32")
     run = text.fit_sft(ctx)
     base = run.model.get_base_model()
-    assert text.is_quantized(base) and isinstance(base.transformer.h[0].attn.c_attn.base_layer, bnb.nn.Linear8bitLt)
-    loaded, tok = text.load_trained(ctx, run.result.model_dir)
+    assert loading.is_quantized(base) and isinstance(base.transformer.h[0].attn.c_attn.base_layer, bnb.nn.Linear8bitLt)
+    loaded, tok = artifacts.load_trained(ctx, run.result.model_dir)
     batch = _probe(ctx, tok)
     a, b = _logits(run.model.eval(), batch), _logits(loaded, batch)
     assert torch.allclose(a, b, atol=2e-2), (a - b).abs().max()  # TRL trains k-bit LoRA in bf16, as for QLoRA

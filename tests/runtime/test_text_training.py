@@ -13,6 +13,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ftc.runtime import checkpoints
+from ftc.runtime.backends import artifacts
+from ftc.runtime.backends import hf
+from ftc.runtime.backends import loading
+from ftc.runtime.backends import text_eval
 from ftc.runtime.backends import text
 from ftc.runtime.backends.monitor import MonitorCallback
 
@@ -46,7 +50,7 @@ def test_early_stopping_stops_and_keeps_the_best(make_ctx: MakeCtx) -> None:
 def test_early_stopping_on_a_declared_metric(make_ctx: MakeCtx) -> None:
     ctx = make_ctx(train=f"steps 4; {FAST}; checkpoints keep 2 every 2 steps; early_stopping patience 3 on val.f1",
                    eval_="metric f1 weighted; gate f1 >= 0.1 on test")
-    args = text.training_arguments(ctx, 120)
+    args = hf.training_arguments(ctx, 120)
     assert args.metric_for_best_model == "f1.weighted" and args.greater_is_better and args.load_best_model_at_end
     result = text.train_sft(ctx)
     assert not result.stopped_early and result.steps == 4
@@ -147,7 +151,7 @@ def test_merged_model_loads_with_plain_transformers(make_ctx: MakeCtx) -> None:
     assert not [p for p in result.merged_dir.rglob("*") if p.suffix in (".bin", ".pt", ".pth")]
     merged = AutoModelForSequenceClassification.from_pretrained(str(result.merged_dir)).eval()
     assert merged.config.id2label == {0: "billing", 1: "bug", 2: "account"}
-    adapter, tok = text.load_trained(ctx, result.model_dir)
+    adapter, tok = artifacts.load_trained(ctx, result.model_dir)
     batch = dict(tok([r["text"] for r in ctx.parts["test"].rows[:4]], padding=True, return_tensors="pt"))
     with torch.inference_mode():
         assert torch.allclose(merged(**batch).logits, adapter(**batch).logits, atol=1e-5)
@@ -193,7 +197,7 @@ def test_chat_messages_train_and_evaluate(make_ctx: MakeCtx) -> None:
     ctx = make_ctx("generation", "lora { rank 4 }", signal='messages "messages"', train=f"steps 2; {FAST}")
     result = text.train_sft(ctx)
     assert any("chat template" in e["message"] for e in ctx.events.of("note"))
-    ev = text.evaluate(ctx, result.model_dir, "test")
+    ev = text_eval.evaluate(ctx, result.model_dir, "test")
     assert ev.n == 30 and ev.metrics["loss"] > 0 and 0 <= ev.metrics["exact_match"] <= 1
 
 
@@ -201,7 +205,7 @@ def test_training_arguments_follow_the_spec(make_ctx: MakeCtx) -> None:
     ctx = make_ctx(train="epochs 2; learning_rate 3e-4; schedule cosine; warmup 0.1; batch_size 4; grad_accum 2; "
                          "weight_decay 0.01; max_grad_norm 0.5; optimizer paged_adamw_8bit; seed 9; precision fp32; "
                          "checkpoints keep 3")
-    args = text.training_arguments(ctx, 100)
+    args = hf.training_arguments(ctx, 100)
     assert (args.num_train_epochs, args.max_steps, args.learning_rate) == (2, -1, 3e-4)
     assert args.lr_scheduler_type.value == "cosine" and args.warmup_steps == 0.1
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 2)
@@ -210,7 +214,7 @@ def test_training_arguments_follow_the_spec(make_ctx: MakeCtx) -> None:
     assert args.save_strategy.value == "epoch" and args.eval_strategy.value == "epoch"
     assert not args.load_best_model_at_end
     capped = make_ctx(train="steps 50; warmup 0.1; precision fp32", max_steps=10)
-    args = text.training_arguments(capped, 100)
+    args = hf.training_arguments(capped, 100)
     assert args.max_steps == 10 and args.warmup_steps == 1
 
 
@@ -218,7 +222,7 @@ def test_hub_ids_are_refused(make_ctx: MakeCtx) -> None:
     ctx = make_ctx()
     hub = SimpleNamespace(checked=ctx.checked, spec=SimpleNamespace(model=SimpleNamespace(base="hf:org/model")))
     with pytest.raises(ValueError, match="does not download at run time"):
-        text.base_dir(hub)  # type: ignore[arg-type]
+        loading.base_dir(hub)  # type: ignore[arg-type]
 
 
 def _fake_state(step: int) -> SimpleNamespace:
@@ -265,6 +269,6 @@ def test_length_limit_leaves_room_for_virtual_tokens(make_ctx: MakeCtx, method: 
     """Prompt and prefix tuning put positions before the text; the derived limit leaves them room,
     or a full-length text would index past the position embeddings."""
     ctx = make_ctx("generation", method, rows=(100, 20, 20))
-    model, tok = text.load_base(ctx)
+    model, tok = loading.load_base(ctx)
     limit = model.config.n_positions
     assert text.max_length(ctx, tok, model) == (min(limit, 1024) - room, "truncate")

@@ -127,8 +127,6 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 # gone but still listed, so the list only shrinks. Any other cycle fails the test.
 KNOWN = [
     ["ftc.compiler.rules.data", "ftc.compiler.rules.evalsets"],  # evalsets uses data's private helpers
-    ["ftc.runtime.backends.embedding", "ftc.runtime.backends.embedding_loop"],
-    ["ftc.runtime.backends.text", "ftc.runtime.backends.text_eval"],  # text.py re-exports text_eval
 ]
 
 
