@@ -206,8 +206,10 @@ class LocalExecutor:
 
 def locate_base(checked: Any, params: dict[str, Any]) -> Path:
     """The base model's folder (a local folder, or an `hf:` base's snapshot in the Hugging Face
-    cache: compiler/hub.py, as `ftc check` found it), whose files must hash to what the plan says."""
-    from ftc.compiler import hub
+    cache: compiler/hub.py, as `ftc check` found it), whose files must hash to what the plan says:
+    the whole folder for a local base, and the code that `trust_remote_code` runs (the plan's
+    `remote_code`, compiler/basemodel.py) for any base. Pickled weights are refused (FT162's case)."""
+    from ftc.compiler import basemodel, hub
     from ftc.compiler.data.cache import file_digest
 
     folder = hub.resolve_base(checked)
@@ -215,11 +217,22 @@ def locate_base(checked: Any, params: dict[str, Any]) -> Path:
     if folder is None:
         raise DriftError(f"the base model `{base}` is not on this machine (any more): run `ftc check` on the "
                          "spec, which says how to get it")
+    if pickles := basemodel.pickled_weights(folder, checked.spec.model.modality):
+        raise DriftError(f"the base model `{base}` holds its weights as pickles ({', '.join(pickles)}), which run "
+                         "code when loaded: ftc loads safetensors only (`ftc check` says how to convert them)")
     expected = params.get("sha256")
     if expected and file_digest(folder) != expected:
         raise DriftError(f"the files of the base model `{base}` changed since the plan was made: run `ftc plan` "
                          "(or `ftc run SPEC`) again")
+    if "remote_code" in params and (changed := _code_changes(params["remote_code"], basemodel.remote_code(folder))):
+        raise DriftError(f"the code of the base model `{base}` that `trust_remote_code` runs changed since the plan "
+                         f"was made ({', '.join(changed)}): review it, then run `ftc plan` again")
     return folder.resolve()
+
+
+def _code_changes(planned: dict[str, Any], now: dict[str, str | None]) -> list[str]:
+    """The code files whose hash differs from the plan's (added, removed or edited)."""
+    return sorted(n for n in set(planned) | set(now) if planned.get(n) != now.get(n))
 
 
 def _final_model(state: RunState) -> Path:
