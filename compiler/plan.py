@@ -121,6 +121,11 @@ def _base_info(c: CheckedSpec) -> dict[str, Any]:
         info["sha256"] = file_digest(folder) if folder.exists() else None
     else:
         info["sha256"] = None  # a hub model is identified by its pinned revision
+    if m.trust_remote_code:  # the code transformers runs: pinned here, checked by the executor's locate_base
+        from ftc.compiler import basemodel, hub
+
+        code_dir = hub.resolve_base(c)
+        info["remote_code"] = basemodel.remote_code(code_dir) if code_dir is not None else {}
     return info
 
 
@@ -355,7 +360,7 @@ def render_text(plan: Plan) -> str:
              "data: " + ", ".join(_rows(k, v, plan.data.get("after_dedup", {}))
                                   for k, v in sorted(plan.data['sizes'].items())),
              f"base: {plan.base['ref']}" + (f" @ {plan.base['revision']}" if plan.base.get('revision') else "")
-             + (f" (sha256 {plan.base['sha256'][:12]})" if plan.base.get('sha256') else ""), ""]
+             + (f" (sha256 {plan.base['sha256'][:12]})" if plan.base.get('sha256') else ""), *_code_lines(plan), ""]
     width = max([24, *(len(n.id) for n in plan.nodes)])
     for n in plan.topological():
         est_text = ", ".join(f"{k} {_human(k, v)}" for k, v in sorted(n.estimate.items()) if v is not None and k != "rows")
@@ -364,6 +369,13 @@ def render_text(plan: Plan) -> str:
     for w in plan.waivers:
         lines.append(f"waived {w['code']}: {w['reason']}")
     return "\n".join(lines) + "\n"
+
+
+def _code_lines(plan: Plan) -> list[str]:
+    """The base's own code that `trust_remote_code` runs, with the hashes the run checks."""
+    code = plan.base.get("remote_code") or {}
+    return [f"remote code: {name} " + (f"sha256 {sha[:12]}" if sha else "(not in the folder)")
+            for name, sha in sorted(code.items())]
 
 
 def _rows(name: str, rows: int, after_dedup: dict[str, int]) -> str:

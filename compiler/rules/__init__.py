@@ -107,6 +107,8 @@ RULES: tuple[Rule, ...] = (
     basemodel.module_not_in_base,
     basemodel.base_files_missing,
     basemodel.base_head_labels,
+    basemodel.pickled_weights,
+    basemodel.remote_code,
     # resources and statistics
     resources.memory_over_budget,
     resources.memory_unknown,

@@ -136,6 +136,75 @@ def base_files_missing(c: CheckedSpec) -> Iterator[Hit]:
                   detail=f"read {display_path(folder)}")
 
 
+@rule("FT162", "pickled-weights", ERROR, stage="files")
+def pickled_weights(c: CheckedSpec) -> Iterator[Hit]:
+    """A base model whose weights are pickles (`pytorch_model.bin`, `*.pt`, `*.pth`, `*.ckpt`), not safetensors.
+
+    Why:
+    Unpickling a file runs whatever code it holds: a base folder from a colleague, a model hub or
+    a pull request can carry a payload that runs as the user who trains, with every credential of
+    the training machine. safetensors holds tensors and nothing else, and every loader ftc uses
+    reads it (transformers with `use_safetensors=True`, timm's and open_clip's `local-dir:`). ftc
+    loads weights from safetensors only: convert the pickle once, where you trust it.
+
+    Example:
+        model { modality text; base "hf:org/pickled"; revision "3f2a9c1"; task classification; labels ["billing", "bug", "account"]; params 110M }
+
+    Use instead:
+        model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task classification; labels ["billing", "bug", "account"]; params 110M }
+    """
+    m = c.spec.model
+    folder = hub.resolve_base(c) if m is not None else None
+    pickles = bm.pickled_weights(folder, m.modality) if m is not None and folder is not None else []
+    if m is None or folder is None or not pickles:
+        return
+    cached = hub.find_base(m.base, m.revision)
+    ref = (cached.repo, folder.name) if cached is not None else None
+    fix = bm.conversion(display_path(folder), m.modality, bm.architecture(folder), ref)
+    after = (f"then set `base` to models/{cached.repo.rsplit('/', 1)[-1]}" if cached is not None else
+             f"then delete {', '.join(pickles)}")
+    yield Hit(f"the base {_shown_base(c, folder)} holds its weights as pickles ({_listing(pickles)}), which run code "
+              "when loaded: ftc reads safetensors only", m.at("base"),
+              help=f"convert them once, where you trust the file: `{fix}`, {after}",
+              detail=f"read {display_path(folder)}")
+
+
+@rule("FT163", "remote-code", WARNING, stage="files")
+def remote_code(c: CheckedSpec) -> Iterator[Hit]:
+    """`trust_remote_code true` on a base whose config maps its classes to its own code (`auto_map`).
+
+    Why:
+    With `trust_remote_code`, transformers imports the base's .py files and runs them when it
+    loads the model, as the user who trains. Review those files as you would a dependency: ftc
+    records each file's sha256 in the plan (its base section, copied into the run's record), so a
+    changed file changes the plan hash and a reviewed plan (`ftc run plan.json`) refuses to run
+    it. Code that `auto_map` takes from another repository (`org/name--module.Class`) would be
+    downloaded at load time, and ftc does not download.
+
+    Example:
+        model { modality text; base "hf:org/remote-code"; revision "3f2a9c1"; task classification; labels ["billing", "bug", "account"]; params 110M; trust_remote_code true }
+
+    Use instead:
+        model { modality text; base "hf:org/encoder"; revision "3f2a9c1"; task classification; labels ["billing", "bug", "account"]; params 110M }
+    """
+    m = c.spec.model
+    folder = hub.resolve_base(c) if m is not None and m.trust_remote_code else None
+    code = bm.remote_code(folder) if folder is not None else {}
+    if m is None or folder is None or not code:
+        return
+    files = [n for n in code if "--" not in n]
+    shown = "; ".join(f"{n} sha256 {h[:12]}" if h else f"{n} (missing)" for n, h in code.items() if n in files)
+    yield Hit(f"`trust_remote_code true` runs the base's own code ({_listing(files)}) when the model loads",
+              m.at("trust_remote_code"), detail=f"recorded in the plan: {shown}",
+              help="review these files; `ftc plan --out plan.json` pins their hashes, and `ftc run plan.json` "
+                   "refuses to run them once changed (suppress with `# ftc: ignore[FT163] <who reviewed>`)")
+    if external := [n for n in code if "--" in n]:
+        yield Hit(f"`auto_map` of the base {_shown_base(c, folder)} takes code from another repository "
+                  f"({_listing(external)}), which transformers would download: ftc does not",
+                  m.at("trust_remote_code"),
+                  help="copy that code into the base folder and name it without the `org/name--` prefix")
+
+
 # ---------------------------------------------------------------------------------------------
 # Do the method's module names exist in it
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftc.compiler import basemodel
 from ftc.runtime.api import TrainContext, TrainResult
 from ftc.runtime.backends.hf import Emit, device_of, is_classification, task_of
 from ftc.runtime.backends.loading import (
@@ -24,9 +25,10 @@ from ftc.runtime.backends.loading import (
     load_tokenizer,
     model_class,
     quantization_config,
+    require_peft_safetensors,
 )
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+PICKLE_SUFFIXES = basemodel.PICKLE_SUFFIXES  # no pickle-format file may appear in an artifact
 
 
 @dataclass
@@ -146,6 +148,7 @@ def load_trained(ctx: TrainContext, model_dir: Path | None, *, for_task: str | N
         model, tok = load_base(ctx, for_task=for_task)
     elif (model_dir / "adapter_config.json").is_file():
         model, _ = load_base(ctx, for_task=for_task)
+        require_peft_safetensors(model_dir)
         model = PeftModel.from_pretrained(model, str(model_dir))
         tok = load_tokenizer(model_dir, bool(ctx.spec.model.trust_remote_code))
     elif bottleneck.is_adapter_folder(model_dir):
@@ -154,7 +157,7 @@ def load_trained(ctx: TrainContext, model_dir: Path | None, *, for_task: str | N
         tok = load_tokenizer(model_dir, bool(ctx.spec.model.trust_remote_code))
     else:
         trust = bool(ctx.spec.model.trust_remote_code)
-        model = model_class(task).from_pretrained(str(model_dir), trust_remote_code=trust)
+        model = model_class(task).from_pretrained(str(model_dir), trust_remote_code=trust, use_safetensors=True)
         tok = load_tokenizer(model_dir, trust)
     if not is_quantized(model):
         model.to(device_of(ctx))

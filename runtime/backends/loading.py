@@ -1,12 +1,18 @@
 """Load a base model from its folder (a local folder, or an `hf:` base's snapshot in the Hugging Face
-cache, found offline by compiler/hub.py as `ftc check` finds it): labels, quantisation, tokenizer."""
+cache, found offline by compiler/hub.py as `ftc check` finds it): labels, quantisation, tokenizer.
+
+Weights load from safetensors only: `require_safetensors` refuses a folder whose loader would
+unpickle a file (the words of FT162, compiler/basemodel.py decides which file that is), every
+transformers `from_pretrained` of weights here passes `use_safetensors=True`, and `require_peft_safetensors`
+refuses an adapter folder without adapter_model.safetensors (peft would torch.load adapter_model.bin).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftc.compiler import hub
+from ftc.compiler import basemodel, hub
 from ftc.runtime.api import TrainContext
 from ftc.runtime.backends.hf import device_of, is_classification, task_of
 
@@ -43,7 +49,25 @@ def base_dir(ctx: TrainContext) -> Path:
         raise ValueError(f"base model folder {path} does not exist")
     if not (path / "config.json").is_file():
         raise ValueError(f"{path} has no config.json: not a transformers model folder")
+    require_safetensors(path, "text")
     return path
+
+
+def require_safetensors(folder: Path, modality: str) -> None:
+    """Refuse a model folder whose loader (transformers, timm or open_clip) would unpickle a file."""
+    pickles = basemodel.pickled_weights(folder, modality)
+    if pickles:
+        fix = basemodel.conversion(str(folder), modality, basemodel.architecture(folder))
+        raise ValueError(f"{folder} holds its weights as pickles ({', '.join(pickles)}), which run code when "
+                         f"loaded: ftc loads safetensors only. Convert them once, where you trust the file: `{fix}`")
+
+
+def require_peft_safetensors(folder: Path) -> None:
+    """An adapter folder must hold adapter_model.safetensors (else peft unpickles adapter_model.bin)."""
+    if not (folder / "adapter_model.safetensors").is_file():
+        found = ", ".join(basemodel.pickle_files(folder)) or "no weights"
+        raise ValueError(f"the adapter {folder} has no adapter_model.safetensors ({found}): ftc loads safetensors "
+                         "only (peft writes it with `save_pretrained(folder, safe_serialization=True)`)")
 
 
 def labels_of(ctx: TrainContext) -> list[str]:
@@ -134,7 +158,7 @@ def load_base(ctx: TrainContext, *, for_task: str | None = None, quantize: str |
     task = task_of(ctx, for_task)
     trust = bool(ctx.spec.model.trust_remote_code)
     tok = load_tokenizer(path, trust)
-    kwargs: dict[str, Any] = {"trust_remote_code": trust}
+    kwargs: dict[str, Any] = {"trust_remote_code": trust, "use_safetensors": True}
     q = quantization_config(ctx, quantize, task)
     if q is not None:
         kwargs["quantization_config"] = q

@@ -29,7 +29,7 @@ from ftc.compiler import hub
 from ftc.runtime.api import TrainContext
 from ftc.runtime.backends import hf, text
 from ftc.runtime.backends.artifacts import publish, staging
-from ftc.runtime.backends.loading import HUB_PREFIXES
+from ftc.runtime.backends.loading import HUB_PREFIXES, require_peft_safetensors, require_safetensors
 
 CONFIG, WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
 OPEN_CLIP_HUB = (*HUB_PREFIXES, "hf-hub:")
@@ -56,6 +56,7 @@ def check_folder(path: Path) -> None:
     if not (path / CONFIG).is_file():
         raise ValueError(f"{path} has no {CONFIG}: not an open_clip model folder (open_clip's `local-dir:` "
                          f"layout holds {CONFIG} and {WEIGHTS})")
+    require_safetensors(path, "multimodal")  # the file open_clip would choose is a pickle
     if not list(path.glob("*.safetensors")):
         raise ValueError(f"{path} holds no .safetensors weights (open_clip would start from random weights); "
                          f"save the state dict to {path / WEIGHTS}")
@@ -218,5 +219,6 @@ def load_trained(ctx: TrainContext, model_dir: Path | None) -> tuple[Any, Any, A
         cfg = json.loads((model_dir / "adapter_config.json").read_text(encoding="utf-8"))
         base = Path(cfg.get("base_model_name_or_path") or base_dir(ctx))
         model, tok, preprocess = load_clip(base, device)
+        require_peft_safetensors(model_dir)
         return PeftModel.from_pretrained(model, str(model_dir)).eval(), tok, preprocess
     return load_clip(model_dir, device)

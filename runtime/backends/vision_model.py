@@ -40,7 +40,12 @@ from ftc.compiler import hub
 from ftc.runtime.api import TrainContext
 from ftc.runtime.backends.artifacts import publish, staging
 from ftc.runtime.backends.hf import Emit, device_of
-from ftc.runtime.backends.loading import HUB_PREFIXES, labels_of
+from ftc.runtime.backends.loading import (
+    HUB_PREFIXES,
+    labels_of,
+    require_peft_safetensors,
+    require_safetensors,
+)
 
 WEIGHTS = "model.safetensors"
 HEAD_SEED = 0
@@ -54,6 +59,7 @@ def base_dir(ctx: TrainContext) -> Path:
     path = ctx.base_path().expanduser().resolve()
     if not path.is_dir():
         raise ValueError(f"base model folder {path} does not exist")
+    require_safetensors(path, "vision")  # a pickle instead of model.safetensors is refused with its conversion
     for name in ("config.json", WEIGHTS):
         if not (path / name).is_file():
             raise ValueError(f"{path} has no {name}: not a timm model folder (write one with "
@@ -62,8 +68,13 @@ def base_dir(ctx: TrainContext) -> Path:
 
 
 def create(folder: Path, **kwargs: Any) -> Any:
-    """A timm model from a local folder, with its weights."""
+    """A timm model from a local folder, with its weights: model.safetensors, which timm's
+    `local-dir:` prefers to any other file (timm/models/_hub.py `load_state_dict_from_path`)."""
     import timm
+
+    if not (folder / WEIGHTS).is_file():  # timm would fall back to a pickle (.pth, .bin) with torch.load
+        require_safetensors(folder, "vision")
+        raise ValueError(f"{folder} has no {WEIGHTS}: not a timm model folder")
 
     try:
         return timm.create_model(f"local-dir:{folder}", pretrained=True, **kwargs)
@@ -271,6 +282,7 @@ def load_trained(ctx: TrainContext, model_dir: Path | None) -> tuple[Any, str | 
         model, note = load_base(ctx)
     elif (model_dir / "adapter_config.json").is_file():
         base, _ = load_base(ctx)
+        require_peft_safetensors(model_dir)
         model = PeftModel.from_pretrained(base, str(model_dir))
     else:
         model = create(model_dir)

@@ -13,6 +13,8 @@ Run `python tests/golden/_hub/make_hub.py` after changing it, and commit the res
   org/classifier     BERT-base with a trained 2-class head (billing, bug): BertForSequenceClassification
   org/no-tokenizer   BERT-base without tokenizer files
   org/twins          two snapshots whose shas share the prefix abcdef1 (an ambiguous short revision)
+  org/pickled        BERT-base config with a pickled pytorch_model.bin (a stub: never unpickled) and no safetensors
+  org/remote-code    BERT-base whose config.json maps its classes to the snapshot's own .py files (`auto_map`)
 
 It also writes tests/golden/files/model_timm: a local timm folder (ResNet-18 shapes, a 2-class
 head `fc` for cat and dog) for the golden cases and the rule-documentation tests of vision specs.
@@ -115,12 +117,15 @@ def header_only(tensors: dict[str, list[int]]) -> bytes:
 
 
 def snapshot(repo: str, sha: str, model: tuple[dict[str, Any], dict[str, list[int]]], tokenizer: bool = True,
-             ref: str | None = "main") -> None:
+             ref: str | None = "main", extra: dict[str, str] | None = None, weights: str = "model.safetensors") -> None:
     folder = HERE / ("models--" + repo.replace("/", "--"))
     snap = folder / "snapshots" / sha
     snap.mkdir(parents=True, exist_ok=True)
     (snap / "config.json").write_text(json.dumps(model[0], indent=1) + "\n")
-    (snap / "model.safetensors").write_bytes(header_only(model[1]))
+    # a pickle stub: the bytes a zip-format torch.save starts with, nothing that unpickles
+    (snap / weights).write_bytes(header_only(model[1]) if weights.endswith(".safetensors") else b"PK\x03\x04stub")
+    for name, text in (extra or {}).items():
+        (snap / name).write_text(text)
     if tokenizer:
         (snap / "tokenizer.json").write_text(json.dumps(TOKENIZER) + "\n")
     if ref is not None:
@@ -138,6 +143,13 @@ def main() -> None:
     snapshot("org/no-tokenizer", SHA, bert(), tokenizer=False)
     snapshot("org/twins", "abcdef1" + "1" * 33, bert())
     snapshot("org/twins", "abcdef1" + "2" * 33, bert(), ref=None)
+    snapshot("org/pickled", SHA, bert(), weights="pytorch_model.bin")
+    cfg, tensors = bert()
+    cfg["auto_map"] = {"AutoConfig": "configuration_remote.RemoteConfig", "AutoModel": "modeling_remote.RemoteModel"}
+    snapshot("org/remote-code", SHA, (cfg, tensors), extra={
+        "configuration_remote.py": "from transformers import BertConfig\n\n\nclass RemoteConfig(BertConfig):\n"
+                                   "    model_type = \"remote\"\n",
+        "modeling_remote.py": "from transformers import BertModel\n\n\nclass RemoteModel(BertModel):\n    pass\n"})
     timm = HERE.parent / "files" / "model_timm"
     timm.mkdir(exist_ok=True)
     cfg, tensors = resnet18()

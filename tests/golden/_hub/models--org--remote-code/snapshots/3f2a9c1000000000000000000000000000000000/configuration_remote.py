@@ -1,0 +1,5 @@
+from transformers import BertConfig
+
+
+class RemoteConfig(BertConfig):
+    model_type = "remote"

@@ -1,0 +1,5 @@
+from transformers import BertModel
+
+
+class RemoteModel(BertModel):
+    pass
