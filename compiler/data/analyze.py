@@ -20,6 +20,7 @@ from ftc.compiler.data.table import RowProblem, Table
 
 if TYPE_CHECKING:
     from ftc.compiler.checked import CheckedSpec
+    from ftc.compiler.data.stream import Read, Source
     from ftc.compiler.source import Span
 
 
@@ -67,40 +68,95 @@ def _read(c: CheckedSpec, data: s.Data, f: s.DataFile, mapping: dict[str, str], 
     return table
 
 
-def _validate(c: CheckedSpec, table: Table, stage: str | None, report: DataReport,
-              mapping: dict[str, str]) -> int:
-    from ftc.compiler.data.contracts import row_schema, validate_rows
+def _schema(c: CheckedSpec, stage: str | None, report: DataReport) -> dict[str, Any]:
+    from ftc.compiler.data.access import read_regular
+    from ftc.compiler.data.contracts import row_schema
+    from ftc.compiler.data.limits import LimitExceeded, current
 
     output_schema = None
     model = c.spec.model
     if model is not None and model.output_schema is not None:
         try:
-            output_schema = json.loads(c.resolve_path(model.output_schema, model.at("output_schema")).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
+            path = c.resolve_path(model.output_schema, model.at("output_schema"))
+            output_schema = json.loads(read_regular(path, current().json_document_bytes, "json_document_bytes")
+                                       .decode("utf-8"))
+        except (OSError, ValueError, LimitExceeded) as err:
             report.problems.append(RowProblem(model.output_schema, None, None,
                                               f"cannot read the output schema: {err}", "fix the JSON Schema file"))
-    schema = row_schema(c.spec, stage, output_schema=output_schema)
-    problems, invalid = validate_rows(table, schema, mapping=mapping)
-    report.problems.extend(problems)
-    if invalid:  # reported by FT201 (an error); the rows stay in the analysis so that counts are true
-        report.bad_rows[table.path] = report.bad_rows.get(table.path, 0) + invalid
+    return row_schema(c.spec, stage, output_schema=output_schema)
+
+
+def _validate(c: CheckedSpec, table: Table, stage: str | None, report: DataReport,
+              mapping: dict[str, str]) -> int:
+    from ftc.compiler.data.contracts import validate_rows
+
+    problems, invalid = validate_rows(table, _schema(c, stage, report), mapping=mapping)
+    _verdict(table.path, problems, invalid, report)
     return invalid
 
 
+def _verdict(path: str, problems: list[RowProblem], invalid: int, report: DataReport) -> None:
+    report.problems.extend(problems)
+    if invalid:  # reported by FT201 (an error); the rows stay in the analysis so that counts are true
+        report.bad_rows[path] = report.bad_rows.get(path, 0) + invalid
+
+
+def _source(c: CheckedSpec, data: s.Data, f: s.DataFile, mapping: dict[str, str], stage: str | None,
+            report: DataReport) -> Source | None:
+    """A streaming reader for a data file in a format that streams (jsonl, csv, parquet), else None."""
+    from ftc.compiler.checked import display_path
+    from ftc.compiler.data.readers import TableStream
+    from ftc.compiler.data.stream import Source, streams
+
+    if data.image_root is not None:
+        return None
+    real = c.resolve_path(f.path, f.span)
+    stream = TableStream(real, display_path(real), data.format)
+    if not streams(stream):
+        return None
+    return Source(stream, mapping, _schema(c, stage, report))
+
+
+def _streamed(read: Read, report: DataReport) -> None:
+    """Record a streamed file's header and contract verdict, in the order `_read` does."""
+    _collect(read.table, report)
+    _verdict(read.table.path, read.problems, read.invalid, report)
+    report.tables.append(read.table)
+
+
 def _parts(c: CheckedSpec, data: s.Data, stage: str | None, report: DataReport) -> dict[str, Part]:
+    from ftc.compiler.data.stats import PartStats, wants
+    from ftc.compiler.data.stream import SplitPlan, stream_part, stream_split
+
     mapping = dict(data.fields.mapping) if data.fields is not None else {}
     if data.source is not None and data.split is not None:
+        source = _source(c, data, data.source, mapping, stage, report)
+        if source is not None:
+            plan = SplitPlan(tuple(data.split.ratios), data.split.by, data.split.key, data.seed, data.stratify)
+            parts, read, problems = stream_split(source, plan, PartStats(wants(c, stage)))
+            _streamed(read, report)
+            report.problems.extend(problems)
+            return parts
         table = _read(c, data, data.source, mapping, stage, report)
         parts, problems = split_source(table, data.split.ratios, data.split.by, data.split.key, data.seed,
                                        data.stratify)
         report.problems.extend(problems)
         return parts
     tables: dict[str, Table] = {}
+    streamed: dict[str, Part] = {}
     for name in ("train", "val", "test"):
         f = getattr(data, name)
-        if f is not None:
+        if f is None:
+            continue
+        source = _source(c, data, f, mapping, stage, report) if name == "train" else None
+        if source is not None:
+            streamed[name], read = stream_part(source, name, PartStats(wants(c, stage)))
+            _streamed(read, report)
+        else:
             tables[name] = _read(c, data, f, mapping, stage, report)
-    return presplit(tables)
+    held = presplit(tables)
+    return {name: streamed[name] if name in streamed else held[name] for name in ("train", "val", "test")
+            if name in streamed or name in held}
 
 
 def _collect(table: Table, report: DataReport) -> None:

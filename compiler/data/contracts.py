@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ftc.compiler.data.table import RowProblem, Table
@@ -240,60 +240,109 @@ def validate_rows(table: Table, schema: Mapping[str, Any], *, max_problems: int 
 
     `mapping` (the spec's `fields`) is applied first, and named in messages. A required field
     that no row has is one file-level problem, not one per row. An output schema that is not
-    valid JSON Schema is one problem too.
+    valid JSON Schema is one problem too. (RowChecker does the same over rows fed in batches.)
     """
-    try:
-        validator = _compile(schema)
-        for prop in schema.get("properties", {}).values():
-            if prop.get("x-ftc-json"):
-                _compile(prop["x-ftc-json"])
-    except Exception as e:  # noqa: BLE001 (jsonschema.SchemaError, or an unknown $schema)
-        return [RowProblem(table.path, None, None, f"the data contract is not a valid JSON Schema: "
-                           f"{_short(getattr(e, 'message', str(e)))}", "check the output schema file",
-                           kind="contract")], 0
-    rows = apply_mapping(table.rows, mapping)
-    mapping = dict(mapping or {})
-    problems: list[RowProblem] = []
-    absent = _absent_columns(table, rows, schema, mapping, problems)
-    fast = _fast_check(schema)
-    invalid = len(rows) if absent else 0
-    limit = max_problems + len(absent)
-    for row, line in zip(rows, table.locations):
+    checker = RowChecker(table.path, schema, max_problems=max_problems, mapping=mapping)
+    checker.feed(table.rows, table.locations)
+    return checker.finish(table.columns, lambda: iter([(table.rows, table.locations)]))
+
+
+class RowChecker:
+    """validate_rows over rows fed in batches (`feed(rows, locations)`, in file order), holding
+    only the problems it describes and the first 100 rows' column names. When the file turns out
+    to lack a required column altogether, `finish` checks the rows once more (from `replay`) to
+    describe the rows that break something else, as validate_rows does."""
+
+    def __init__(self, path: str, schema: Mapping[str, Any], *, max_problems: int = 5,
+                 mapping: Mapping[str, str] | None = None, absent: frozenset[str] = frozenset()) -> None:
+        self.path, self.schema, self.max_problems = path, schema, max_problems
+        self.mapping = dict(mapping or {})
+        self.absent = absent
+        self.problems: list[RowProblem] = []
+        self.invalid = self.rows = 0
+        self.required = list(schema.get("required", []))
+        self.present: set[str] = set()
+        self.sample_keys: set[str] = set()
+        self.broken: RowProblem | None = None
+        try:
+            self.validator = _compile(schema)
+            for prop in schema.get("properties", {}).values():
+                if prop.get("x-ftc-json"):
+                    _compile(prop["x-ftc-json"])
+        except Exception as e:  # noqa: BLE001 (jsonschema.SchemaError, or an unknown $schema)
+            self.broken = RowProblem(path, None, None, f"the data contract is not a valid JSON Schema: "
+                                     f"{_short(getattr(e, 'message', str(e)))}", "check the output schema file",
+                                     kind="contract")
+            return
+        self.fast = _fast_check(schema)
+        self.limit = max_problems + len(absent)
+
+    def feed(self, rows: list[dict[str, Any]], locations: list[int] | Any) -> None:
+        if self.broken is not None:
+            return
+        mapped = apply_mapping(rows, self.mapping)
+        if self.rows < 100:
+            self.sample_keys.update(k for row in mapped[: 100 - self.rows] for k in row)
+        self.rows += len(mapped)
+        missing = [n for n in self.required if n not in self.present]
+        if missing:
+            self.present.update(n for n in missing if any(n in row for row in mapped))
+        if self.absent:
+            self.invalid += len(mapped)
+        for row, line in zip(mapped, locations):
+            self._check(row, line)
+
+    def _check(self, row: dict[str, Any], line: int) -> None:
+        fast, absent, problems = self.fast, self.absent, self.problems
         if fast is not None and fast(row):
-            continue
-        if len(problems) >= limit:
+            return
+        if len(problems) >= self.limit:
             if absent:
-                break  # every row is invalid already; the first few are described
+                return  # every row is invalid already; the first few are described
             if fast is not None:
-                invalid += 1  # the predicate is exact for the blocks it knows: no message needed
-                continue
-        errors = [e for e in validator.iter_errors(row)
+                self.invalid += 1  # the predicate is exact for the blocks it knows: no message needed
+                return
+        errors = [e for e in self.validator.iter_errors(row)
                   if not (absent and e.validator == "required" and not e.path and _missing_name(e) in absent)]
         if not absent and errors:
-            invalid += 1
-        if errors and len(problems) < limit:
-            field, message, help = _describe(errors[0], row, schema, mapping)
+            self.invalid += 1
+        if errors and len(problems) < self.limit:
+            field, message, help = _describe(errors[0], row, self.schema, self.mapping)
             more = len({_where(e) for e in errors}) - 1
             if more:
                 message += f" (and {more} more field{'s' if more > 1 else ''} in this row)"
-            problems.append(RowProblem(table.path, line, field, message, help, kind="contract"))
-    return problems, invalid
+            problems.append(RowProblem(self.path, line, field, message, help, kind="contract"))
+
+    def finish(self, columns: tuple[str, ...], replay: Callable[[], Iterator[tuple[list[dict[str, Any]], Any]]]
+               ) -> tuple[list[RowProblem], int]:
+        """(problems, invalid rows); `columns` the table's columns (for messages)."""
+        if self.broken is not None:
+            return [self.broken], 0
+        absent = {n for n in self.required if self.rows and n not in self.present}
+        if not absent or self.absent:
+            return self.problems, self.invalid
+        head = _absent_problems(self.path, absent, self.required, self.mapping,
+                                list(columns) or sorted(self.sample_keys))
+        again = RowChecker(self.path, self.schema, max_problems=self.max_problems, mapping=self.mapping,
+                           absent=frozenset(absent))
+        again.problems = head
+        for rows, locations in replay():
+            again.feed(rows, locations)
+        return again.problems, again.invalid
 
 
-def _absent_columns(table: Table, rows: list[dict[str, Any]], schema: Mapping[str, Any],
-                    mapping: Mapping[str, str], problems: list[RowProblem]) -> set[str]:
-    """Required fields that no row holds: reported once for the file, not once per row."""
-    required = list(schema.get("required", []))
-    absent = {name for name in required if rows and not any(name in row for row in rows)}
-    columns = list(table.columns) or sorted({k for row in rows[:100] for k in row})
+def _absent_problems(path: str, absent: set[str], required: list[str], mapping: Mapping[str, str],
+                     columns: list[str]) -> list[RowProblem]:
+    """One file-level problem per required field that no row holds."""
+    problems = []
     for name in sorted(absent, key=required.index):
         column = mapping.get(name)
         where = f"`{column}` (mapped to `{name}` by `fields`)" if column else f"`{name}`"
         hint = _suggest(column or name, columns)
         fix = hint or (f'map a column to it: `fields {{ {name} "COLUMN" }}`' if not column else "fix the mapping")
-        problems.append(RowProblem(table.path, None, name, f"no row has a column {where}: the data has "
+        problems.append(RowProblem(path, None, name, f"no row has a column {where}: the data has "
                                    f"{_names(columns, 8)}", fix, kind="contract"))
-    return absent
+    return problems
 
 
 def _where(error: Any) -> str:

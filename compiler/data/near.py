@@ -44,7 +44,8 @@ from ftc.compiler.data.normalize import (
     normalize_many,
 )
 
-__all__ = ["Match", "duplicates_within", "exact_matches", "lsh_params", "near_matches"]
+__all__ = ["Match", "NearScan", "duplicates_hashed", "duplicates_within", "exact_matches", "exact_matches_hashed",
+           "lsh_params", "near_matches", "sequence_hashes"]
 
 U64 = np.uint64
 _BLOCK_ROWS = 32768  # rows per block (and at most BLOCK_CHARS characters)
@@ -532,7 +533,7 @@ def _jaccard(a: set[Any], b: set[Any]) -> float:
     return inter / union if union else 0.0
 
 
-def _confirm(ref: Sequence[str], query: Sequence[str], q: _QuerySide, best: _Best, k: int,
+def _confirm(ref: Sequence[str] | _Kept, query: Sequence[str], q: _QuerySide, best: _Best, k: int,
              threshold: float) -> list[Match]:
     """The winners recomputed with Python sets of word tuples, query row by query row."""
     hit = np.flatnonzero(best.j >= threshold)
@@ -647,3 +648,84 @@ def duplicates_within(texts: Sequence[str]) -> list[tuple[int, int]]:
         if first != i:
             out.append((i, first))
     return out
+
+
+# --- streaming forms: the reference side fed block by block, or kept as hashes ----------------
+
+
+def sequence_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Two 64-bit hashes per text of its normalised word sequence: what `exact_matches` and
+    `duplicates_within` group by, kept by streaming checks instead of the texts (16 bytes a row)."""
+    return _sequence_hashes(texts)
+
+
+def duplicates_hashed(h1: np.ndarray, h2: np.ndarray) -> list[tuple[int, int]]:
+    """`duplicates_within` over the rows' sequence hashes: (later index, first index with the same
+    hashes), sorted by the later index. Equal hashes are taken as equal texts (128 bits)."""
+    if not h1.size:
+        return []
+    rep = _first_of_groups(h1, h2, np.ones(h1.size, dtype=bool))
+    later = np.flatnonzero(rep != np.arange(rep.size))
+    return list(zip(later.tolist(), rep[later].tolist()))
+
+
+def exact_matches_hashed(r1: np.ndarray, r2: np.ndarray, query: Sequence[str]) -> list[Match]:
+    """`exact_matches` with the reference side given as its sequence hashes: one Match per query
+    row whose hashes equal a reference row's, with the first such reference row."""
+    if not r1.size or not len(query):
+        return []
+    q1, q2 = _sequence_hashes(query)
+    h1, h2 = np.concatenate([r1, q1]), np.concatenate([r2, q2])
+    first = _first_of_groups(h1, h2, np.ones(h1.size, dtype=bool))[r1.size:]
+    return [Match(qi, int(first[qi]), 1.0) for qi in np.flatnonzero(first < r1.size).tolist()]
+
+
+class NearScan:
+    """`near_matches(ref, query, threshold)` with `ref` fed block by block (`feed`, in order) and
+    never held: the query side is built once, each reference block is scanned against it, and
+    only the texts of the current best reference rows are kept for the final exact check. The
+    result of `finish()` equals `near_matches` over the concatenated blocks (ties go to the
+    first reference row, whatever the block boundaries)."""
+
+    def __init__(self, query: Sequence[str], threshold: float = 0.85, *, num_perm: int = 128,
+                 shingle: int = 3, seed: int = 0) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], not {threshold!r}")
+        self.query, self.threshold, self.k = query, threshold, shingle
+        self.seen = 0
+        self.kept: dict[int, str] = {}
+        bands, rows = lsh_params(threshold, num_perm)
+        self.hasher = _MinHasher(bands, rows, seed)
+        self.q = _query_side(query, shingle, self.hasher) if len(query) else None
+        size = self.q.reps.size if self.q is not None else 0
+        self.best = _Best(np.full(size, -1.0), np.full(size, -1, dtype=np.int64))
+
+    def feed(self, texts: Sequence[str]) -> None:
+        base = self.seen
+        self.seen += len(texts)
+        q = self.q
+        if q is None or not q.reps.size or not len(texts):
+            return
+        for start, stop in iter_blocks(texts, _BLOCK_ROWS, BLOCK_CHARS):
+            _scan(q, texts[start:stop], base + start, self.k, self.hasher, self.threshold, self.best)
+        refs = self.best.ref[(self.best.ref >= base) & (self.best.ref < self.seen)]
+        for r in np.unique(refs).tolist():
+            self.kept[r] = texts[r - base]
+        if len(self.kept) > 2 * q.reps.size + 1024:
+            live = set(self.best.ref.tolist())
+            self.kept = {r: t for r, t in self.kept.items() if r in live}
+
+    def finish(self) -> list[Match]:
+        if self.q is None or not self.seen:
+            return []
+        return _confirm(_Kept(self.kept), self.query, self.q, self.best, self.k, self.threshold)
+
+
+class _Kept:
+    """The reference texts NearScan kept, indexed like the whole reference list."""
+
+    def __init__(self, texts: dict[int, str]) -> None:
+        self.texts = texts
+
+    def __getitem__(self, i: int) -> str:
+        return self.texts[i]

@@ -13,8 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,25 +22,74 @@ from ftc.compiler.data.table import RowProblem, Table
 SPLIT_NAMES = ("train", "val", "test")
 
 
-@dataclass
 class Part:
-    """One realised split: rows (with the file and line each came from) and a content hash."""
+    """One realised split: rows (with the file and line each came from) and a content hash.
 
-    name: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)  # display path of the file of each row
-    locations: list[int] = field(default_factory=list)
-    location_kind: str = "line"
-    sha256: str = ""
-    image_sha256: dict[str, str] = field(default_factory=dict)  # image path in a row -> its bytes' hash
-    texts: list[str] | None = field(default=None, repr=False)  # what leakage compares, computed once
+    A part read by a streaming check (compiler/data/stream.py) does not hold its rows: `size`,
+    `locations` and `stats` (what the data rules need) were gathered as the rows went by, and
+    `rows` (and `paths`) are read again from the file on first use, by `loader` (the runtime and
+    `ftc plan` use them; `ftc check` never does for such a part)."""
+
+    def __init__(self, name: str, rows: list[dict[str, Any]] | None = None, paths: Sequence[str] | None = None,
+                 locations: Sequence[int] | None = None, location_kind: str = "line", sha256: str = "",
+                 image_sha256: dict[str, str] | None = None, texts: list[str] | None = None, *,
+                 size: int | None = None, loader: Callable[[], list[dict[str, Any]]] | None = None,
+                 stats: Any = None) -> None:
+        self.name, self.location_kind, self.sha256 = name, location_kind, sha256
+        self.image_sha256: dict[str, str] = image_sha256 if image_sha256 is not None else {}
+        self.texts = texts  # what leakage compares, computed once
+        self._rows = rows if rows is not None or loader is not None else []
+        self._loader = loader
+        self.paths: Sequence[str] = paths if paths is not None else []
+        self.locations: Sequence[int] = locations if locations is not None else []
+        self._size = size
+        self.stats = stats  # compiler/data/stats.py PartStats, gathered while streaming (or on demand)
+        # a streamed part: its input texts (for the given fields) read again batch by batch
+        self.text_batches: Callable[[tuple[str, ...]], Iterator[list[str]]] | None = None
+        self.memo: dict[Any, Any] = {}  # results computed from a streamed part, kept for the other rules
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            assert self._loader is not None
+            self._rows = self._loader()
+        return self._rows
+
+    @rows.setter
+    def rows(self, value: list[dict[str, Any]]) -> None:
+        self._rows, self._size = value, None
+
+    @property
+    def held(self) -> bool:
+        """Whether the rows are in memory (a streamed part's are read again on use)."""
+        return self._rows is not None
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self._size if self._size is not None and self._rows is None else len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"Part({self.name!r}, {len(self)} rows, sha256={self.sha256[:12]!r})"
 
     def where(self, i: int) -> str:
         word = "line" if self.location_kind == "line" else "row"
         return f"{self.paths[i]}:{self.locations[i]}" if word == "line" else f"{self.paths[i]} {word} {self.locations[i]}"
+
+
+class Same(Sequence[str]):
+    """One display path repeated `n` times: the `paths` of a part read from one file."""
+
+    def __init__(self, path: str, n: int) -> None:
+        self.path, self.n = path, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self.path] * len(range(*i.indices(self.n)))
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.path
 
 
 def canonical(row: dict[str, Any]) -> str:
@@ -96,11 +144,8 @@ def parse_time(value: Any) -> float | None:
 
 
 def _part_from(table: Table, name: str, indices: Sequence[int], whole: bool = False) -> Part:
-    part = Part(name, location_kind=table.location_kind, image_sha256=table.image_sha256)
-    for i in indices:
-        part.rows.append(table.rows[i])
-        part.paths.append(table.path)
-        part.locations.append(table.locations[i])
+    part = Part(name, [table.rows[i] for i in indices], [table.path] * len(indices),
+                [table.locations[i] for i in indices], table.location_kind, image_sha256=table.image_sha256)
     # a whole file (pre-split) is identified by its bytes' hash; a subset by its rows
     part.sha256 = table.sha256 if whole and table.sha256 else content_hash(part.rows)
     if table.image_sha256 and not whole:  # rows name images by path: the hash must follow the images' bytes too

@@ -21,6 +21,7 @@ from ftc.compiler.source import Span
 if TYPE_CHECKING:  # the analysis (and what it imports) loads only when data is read
     from ftc.compiler.data.analyze import DataReport
     from ftc.compiler.data.splits import Part
+    from ftc.compiler.data.stats import PartStats
 
 MIN_ROWS = 100  # DOMAIN.md: fewer than 100 labelled examples -> do not fine-tune
 MIN_ROWS_FULL = 1000  # a full fine-tune under 1,000 -> refuse (PEFT sweet spot below)
@@ -61,7 +62,7 @@ def _excerpt(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-FILE_KINDS = {"missing", "empty", "binary", "encoding", "unreadable"}
+FILE_KINDS = {"missing", "empty", "binary", "encoding", "unreadable", "not_regular", "loop", "permission", "limit"}
 
 
 def _file_level(p: Any) -> bool:
@@ -153,10 +154,36 @@ def _eval_parts(report: DataReport) -> list[Part]:
 
 def _texts(c: CheckedSpec, part: Part) -> list[str]:
     """What leakage compares: the input text, or for images the hash of the image's bytes (the same
-    path in two split folders can hold different images). Computed once per part."""
+    path in two split folders can hold different images). Computed once per part (an evaluation
+    part, held in memory; a streamed training part is compared through its stats)."""
     if part.texts is None:
         part.texts = part_texts(c.spec, part)
     return part.texts
+
+
+def _stats(c: CheckedSpec, part: Part, stage: str | None = None) -> PartStats:
+    from ftc.compiler.data.stats import stats_of
+
+    return stats_of(c, part, stage)
+
+
+def _near(c: CheckedSpec, train: Part, other: Part, threshold: float) -> list[Any]:
+    """near_matches(train texts, other's texts): over the held texts, or for a streamed training
+    part one more pass over its file for every evaluation part at once (remembered per threshold)."""
+    from ftc.compiler.data import near
+
+    if train.held:
+        return near.near_matches(_texts(c, train), _texts(c, other), threshold)
+    from ftc.compiler.data.stream import near_leaks
+
+    memo: dict[int, list[Any]] = train.memo.setdefault(("near", threshold), {})
+    if id(other) not in memo:
+        report = c.data
+        others = [p for p in (_eval_parts(report) if report is not None and report.parts else [])]
+        others += [other] if all(p is not other for p in others) else []
+        found = near_leaks(train, {str(id(p)): _texts(c, p) for p in others}, threshold, input_fields(c.spec))
+        memo.update({id(p): found[str(id(p))] for p in others})
+    return memo[id(other)]
 
 
 def _leak_cached(c: CheckedSpec, kind: str, train: Part, other: Part, threshold: float) -> list[tuple[int, int, float]]:
@@ -168,11 +195,10 @@ def _leak_cached(c: CheckedSpec, kind: str, train: Part, other: Part, threshold:
         return [(int(q), int(r), float(j)) for q, r, j in hit]
     from ftc.compiler.data import near
 
-    ref, query = _texts(c, train), _texts(c, other)
-    if kind == "exact":
-        found = near.exact_matches(ref, query)
+    if kind == "exact":  # the training side as its text hashes (a streamed part holds no texts)
+        found = near.exact_matches_hashed(*_stats(c, train).hashes(), _texts(c, other))
     else:
-        found = near.near_matches(ref, query, threshold)
+        found = _near(c, train, other, threshold)
     out = [(m.query, m.ref, m.jaccard) for m in found]
     cache.store("leakage", key, out)
     return out
@@ -266,14 +292,13 @@ def leakage_group(c: CheckedSpec) -> Iterator[Hit]:
     key = _group_key(c)
     if report is None or key is None or "train" not in report.parts:
         return
+    from ftc.compiler.data.stats import first_in_train
+
     train = report.parts["train"]
-    seen: dict[str, int] = {}
-    for i, row in enumerate(train.rows):
-        if row.get(key) is not None:
-            seen.setdefault(str(row.get(key)), i)
+    stats = _stats(c, train)
     for other in _eval_parts(report):
-        shared = [(q, seen[str(r.get(key))]) for q, r in enumerate(other.rows) if str(r.get(key)) in seen
-                  and r.get(key) is not None]
+        firsts = first_in_train(stats, [r.get(key) for r in other.rows])
+        shared = [(q, t) for q, t in enumerate(firsts) if t is not None]
         if shared:
             groups = sorted({str(other.rows[q].get(key)) for q, _ in shared})
             yield Hit(f"{len(groups)} `{key}` group(s) have rows in both train and {other.name}",
@@ -302,10 +327,9 @@ def leakage_time(c: CheckedSpec) -> Iterator[Hit]:
     key = data.time or (data.split.key if data.split is not None and data.split.by == "time" else None)
     if key is None:
         return
-    train_times = [t for t in (parse_time(r.get(key)) for r in report.parts["train"].rows) if t is not None]
-    if not train_times:
+    latest = _stats(c, report.parts["train"]).latest
+    if latest is None:
         return
-    latest = max(train_times)
     for other in _eval_parts(report):
         early = [i for i, r in enumerate(other.rows) if (t := parse_time(r.get(key))) is not None and t <= latest]
         if early:
@@ -333,16 +357,16 @@ def duplicates_in_train(c: CheckedSpec) -> Iterator[Hit]:
     from ftc.compiler.data import near
 
     train = report.parts["train"]
-    dups = near.duplicates_within(_texts(c, train))
+    dups = near.duplicates_hashed(*_stats(c, train).hashes())
     if dups:
         yield Hit(f"{len(dups)} training row(s) duplicate earlier ones", _decl(c, "train"),
                   detail="e.g. " + "; ".join(f"{train.where(a)} = {train.where(b)}" for a, b in dups[:SHOW]),
                   help="add `dedup exact` (or `dedup near 0.9`) to `data`, or remove them")
 
 
-def _labels(c: CheckedSpec, part: Part) -> list[Any]:
-    field = target_field(c.spec)
-    return [r.get(field) for r in part.rows] if field else []
+def _label_counts(c: CheckedSpec, part: Part) -> Counter[str]:
+    """Rows per label (`str` of the target, None counted as "None"); empty without a target."""
+    return Counter(_stats(c, part).labels) if target_field(c.spec) else Counter()
 
 
 @rule("FT210", "class-imbalance", WARNING, stage="data")
@@ -360,7 +384,10 @@ def class_imbalance(c: CheckedSpec) -> Iterator[Hit]:
         return
     if not any(g.metric == "accuracy" for g in ev.gates):
         return
-    labels = Counter(str(x) for x in _labels(c, report.parts["train"]) if x is not None)
+    stats = _stats(c, report.parts["train"])
+    labels = _label_counts(c, report.parts["train"])
+    labels["None"] -= stats.none_labels
+    labels = +labels
     total = sum(labels.values())
     if not total:
         return
@@ -382,29 +409,40 @@ def degenerate_data(c: CheckedSpec) -> Iterator[Hit]:
     report = _report(c)
     if report is None or "train" not in report.parts or len(report.parts["train"]) < 2:
         return
-    train = report.parts["train"]
-    targets = {str(x) for x in _labels(c, train)}
-    if target_field(c.spec) and len(targets) == 1:
-        yield Hit(f"every training target is the same: {_excerpt(next(iter(targets)))!r}", _decl(c, "train"),
+    stats = _stats(c, report.parts["train"])
+    if target_field(c.spec) and stats.first_target is not None and not stats.targets_vary:
+        yield Hit(f"every training target is the same: {_excerpt(stats.first_target)!r}", _decl(c, "train"),
                   help="check the `target` field mapping and the export")
-    inputs = set(_texts(c, train))
     fields = input_fields(c.spec)
-    if fields and len(inputs) == 1:
+    if fields and stats.first_text is not None and not stats.texts_vary:
         named = " and ".join(f"`{f}`" for f in fields)
-        yield Hit(f"every training input ({named}) is the same: {_excerpt(next(iter(inputs)))!r}", _decl(c, "train"),
+        yield Hit(f"every training input ({named}) is the same: {_excerpt(stats.first_text)!r}", _decl(c, "train"),
                   help=f"check the {named} field name(s) in the signal, the `fields` mapping, and the export")
 
 
-def _pairs(c: CheckedSpec, report: DataReport) -> Iterator[tuple[Part, str, str]]:
+def _pairs(c: CheckedSpec, report: DataReport) -> Iterator[tuple[Part, str, str, PartStats]]:
+    """Each part holding preference pairs, its chosen and rejected fields, and its stats."""
     sig = c.spec.signal
     if sig is None:
         return
     if sig.kind == "dpo":
         for part in report.parts.values():
-            yield part, sig.chosen, sig.rejected
+            yield part, sig.chosen, sig.rejected, _pair_stats(c, part, None, (sig.chosen, sig.rejected))
     elif sig.kind == "rlhf" and sig.reward is not None:  # the stage's own data, else the spec's
+        stage = "reward" if report.stages.get("reward") else None
+        fields = (sig.reward.chosen, sig.reward.rejected)
         for part in (report.stages.get("reward") or report.parts).values():
-            yield part, sig.reward.chosen, sig.reward.rejected
+            yield part, sig.reward.chosen, sig.reward.rejected, _pair_stats(c, part, stage, fields)
+
+
+def _pair_stats(c: CheckedSpec, part: Part, stage: str | None, fields: tuple[str, str]) -> PartStats:
+    stats = _stats(c, part, stage)
+    if stats.wants.pref != fields:  # gathered for other fields: count these from the rows
+        from ftc.compiler.data.stats import PartStats, Wants
+
+        stats = PartStats(Wants(pref=fields), train=False)
+        stats.feed(part.rows)
+    return stats
 
 
 @rule("FT212", "preference-identical", ERROR, stage="data")
@@ -417,10 +455,10 @@ def preference_identical(c: CheckedSpec) -> Iterator[Hit]:
     report = _report(c)
     if report is None:
         return
-    for part, chosen, rejected in _pairs(c, report):
-        same = [i for i, r in enumerate(part.rows) if r.get(chosen) is not None and r.get(chosen) == r.get(rejected)]
+    for part, chosen, rejected, stats in _pairs(c, report):
+        same = stats.identical.first
         if same:
-            yield Hit(f"{len(same)} {part.name} pair(s) have identical `{chosen}` and `{rejected}`",
+            yield Hit(f"{stats.identical.count} {part.name} pair(s) have identical `{chosen}` and `{rejected}`",
                       data_span(part.paths[same[0]], part.locations[same[0]]),
                       detail="e.g. " + "; ".join(part.where(i) for i in same[:SHOW]),
                       help="remove these rows or fix the export")
@@ -437,13 +475,11 @@ def preference_length_bias(c: CheckedSpec) -> Iterator[Hit]:
     report = _report(c)
     if report is None:
         return
-    for part, chosen, rejected in _pairs(c, report):
-        pairs = [(str(r.get(chosen, "")), str(r.get(rejected, ""))) for r in part.rows]
-        pairs = [(a, b) for a, b in pairs if a != b]
-        if len(pairs) < 20:
+    for part, chosen, rejected, stats in _pairs(c, report):
+        if stats.differing < 20:
             continue
-        longer = sum(len(a) > len(b) for a, b in pairs) / len(pairs)
-        shorter = sum(len(a) < len(b) for a, b in pairs) / len(pairs)
+        longer = stats.longer / stats.differing
+        shorter = stats.shorter / stats.differing
         if longer > LENGTH_BIAS or shorter > LENGTH_BIAS:
             which = "longer" if longer > LENGTH_BIAS else "shorter"
             yield Hit(f"`{chosen}` is {which} than `{rejected}` in {max(longer, shorter):.0%} of {part.name} pairs",
@@ -459,57 +495,22 @@ def private_data(c: CheckedSpec) -> Iterator[Hit]:
     Data must be reviewed for private content before training: a model can repeat what it was
     trained on. Examples are shown masked.
     """
-    from ftc.compiler.data.pii import PiiReport, find_many
-
     report = _report(c)
     if report is None or "train" not in report.parts:
         return
     train = report.parts["train"]
-    found = PiiReport()
-    hits = find_many([" ".join(_strings(row)) for row in train.rows])
-    for i in sorted(hits):
-        found.add(i, hits[i])
-    if found.rows:
+    found = _stats(c, train).pii
+    if found is not None and found.rows:
         counts = ", ".join(f"{n} {k}" for k, n in sorted(found.counts.items()))
         yield Hit(f"{found.rows} training row(s) contain private data ({counts})", _decl(c, "train"),
                   detail="e.g. " + "; ".join(f"{train.where(i)}: {kind} {masked}" for i, kind, masked in found.examples),
                   help="remove or mask private data before training (or confirm it is synthetic)")
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-
-
 def _token_counter(c: CheckedSpec) -> tuple[Any, str]:
-    """Exact token counts with the base's own tokenizer (a local folder with tokenizer.json, and
-    `ftc check --tokenize`), else the ~4-characters-per-token estimate. The `tokenizers` library
-    loads no model and imports no torch."""
-    model = c.spec.model
-    if c.options.tokenize and model is not None:
-        path = c.resolve_path(model.base, model.at("base")) / "tokenizer.json"
-        if path.is_file():
-            from tokenizers import Tokenizer
+    from ftc.compiler.data.stats import token_counter
 
-            tok = Tokenizer.from_file(str(path))
-            tok.no_padding()  # a saved tokenizer may pad or truncate batches: count real tokens
-            tok.no_truncation()
-
-            def exact(texts: list[str]) -> list[int]:
-                return [len(e.ids) for e in tok.encode_batch(texts)]
-            return exact, f"counted with {model.base}'s tokenizer"
-    return (lambda texts: [estimate_tokens(t) for t in texts]), "estimated at ~4 characters per token"
-
-
-def estimate_tokens(text: str) -> int:
-    """Tokens without a tokenizer: about 4 characters per token for English BPE vocabularies."""
-    return (len(text) + 3) // 4
+    return token_counter(c)
 
 
 @rule("FT215", "over-length", WARNING, stage="data")
@@ -524,16 +525,15 @@ def over_length(c: CheckedSpec) -> Iterator[Hit]:
     if report is None or data is None or data.max_length is None:
         return
     limit = data.max_length.tokens
-    count, how = _token_counter(c)
+    _, how = _token_counter(c)
     for part in report.parts.values():
-        lengths = count([" ".join(_strings(r)) for r in part.rows])
-        over = [i for i, n in enumerate(lengths) if n > limit]
-        if over:
-            share = len(over) / len(part)
+        over = _stats(c, part).over_length
+        if over.count:
+            share = over.count / len(part)
             verb = "truncated" if data.max_length.policy == "truncate" else "dropped"
-            yield Hit(f"{len(over)} {part.name} row(s) ({share:.0%}) exceed max_length {limit} and will be {verb} "
+            yield Hit(f"{over.count} {part.name} row(s) ({share:.0%}) exceed max_length {limit} and will be {verb} "
                       f"({how})",
-                      data.max_length.span, detail="e.g. " + "; ".join(part.where(i) for i in over[:SHOW]),
+                      data.max_length.span, detail="e.g. " + "; ".join(part.where(i) for i in over.first[:SHOW]),
                       help="raise `max_length`, shorten the examples, or choose `drop`/`truncate` deliberately")
 
 
@@ -550,14 +550,14 @@ def vision_data(c: CheckedSpec) -> Iterator[Hit]:
     if report is None or model is None or model.modality == "text" or "train" not in report.parts:
         return
     train = report.parts["train"]
+    stats = _stats(c, train)
     if model.task == "image_classification":
-        counts = Counter(str(x) for x in _labels(c, train))
+        counts = _label_counts(c, train)
         few = sorted(k for k in (model.labels or ()) if counts.get(k, 0) < 5)
         if few:
             yield Hit(f"class(es) with fewer than 5 training images: {', '.join(few)}", _decl(c, "train"),
                       help="add images to these classes or merge them")
-    sizes = {(r.get("width"), r.get("height")) for r in train.rows if r.get("width")}
-    modes = {r.get("mode") for r in train.rows if r.get("mode")}
+    sizes, modes = stats.sizes, stats.modes
     varies = ([f"{len(sizes)} sizes"] if len(sizes) > 1 else []) + (
         [f"{len(modes)} colour modes ({', '.join(sorted(map(str, modes)))})"] if len(modes) > 1 else [])
     if varies:
@@ -581,26 +581,6 @@ def no_early_stopping_small_data(c: CheckedSpec) -> Iterator[Hit]:
                   help="add `early_stopping patience 2 on val.loss` to `train`")
 
 
-def _matches(row: dict[str, Any], cond: s.Condition) -> bool:
-    value = row.get(cond.field)
-    if value is None:
-        return False
-    other: Any = cond.value
-    if isinstance(other, float) and not isinstance(value, bool):
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            return False
-    else:
-        value = str(value).lower() if other in ("true", "false") else str(value)
-    ops = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, ">=": lambda a, b: a >= b,
-           "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b}
-    try:
-        return bool(ops[cond.op](value, other))
-    except TypeError:
-        return False
-
-
 @rule("FT218", "slice-empty", ERROR, stage="data")
 def slice_empty(c: CheckedSpec) -> Iterator[Hit]:
     """A slice that a gate uses matches no rows of the gated split.
@@ -620,7 +600,7 @@ def slice_empty(c: CheckedSpec) -> Iterator[Hit]:
         if part is None:
             continue
         sl = slices[g.slice]
-        n = sum(all(_matches(r, cond) for cond in sl.conditions) for r in part.rows)
+        n = _stats(c, part).slices[sl.name]
         if n == 0:
             yield Hit(f"slice `{sl.name}` matches no {part.name} rows, so `{g.metric}` on it cannot be measured",
                       sl.span, help="check the filter's field name and value against the data")
@@ -637,7 +617,7 @@ def label_unseen(c: CheckedSpec) -> Iterator[Hit]:
     report, model = _report(c), c.spec.model
     if report is None or model is None or not model.labels or "train" not in report.parts:
         return
-    seen = {str(x) for x in _labels(c, report.parts["train"])}
+    seen = set(_label_counts(c, report.parts["train"]))
     unseen = [lab for lab in model.labels if lab not in seen]
     if unseen and seen:
         yield Hit(f"label(s) with no training examples: {', '.join(unseen)}", model.at("labels"),
@@ -656,6 +636,6 @@ def empty_split(c: CheckedSpec) -> Iterator[Hit]:
     if report is None:
         return
     for name, part in report.parts.items():
-        if not part.rows:
+        if not len(part):
             yield Hit(f"the {name} split is empty", _decl(c, name),
                       help="check the file, the split ratios, or (for `by time`) that timestamps vary")
