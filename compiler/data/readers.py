@@ -905,10 +905,11 @@ class TableStream:
     """
 
     def __init__(self, path: Path, display: str, fmt: str | None = None, *, max_problems: int = 5,
-                 image_root: Path | None = None, image_field: str = "image", batch_rows: int = _BATCH) -> None:
+                 image_root: Path | None = None, image_field: str = "image", batch_rows: int | None = None) -> None:
         self.path, self.display, self.max_problems = path, display, max_problems
         self.fmt = fmt or infer_format(path) or _suffix_format(path.name)  # a folder named like a file
-        self.image_root, self.image_field, self.batch_rows = image_root, image_field, max(1, batch_rows)
+        self.image_root, self.image_field = image_root, image_field
+        self.batch_rows = max(1, batch_rows if batch_rows is not None else _BATCH)
         self.table = Table(path=display, fmt=self.fmt or "unknown")
         self.count = 0  # rows handed out by the last iteration
 
