@@ -29,8 +29,11 @@ class Backend:
 
     train_steps: plan node kind -> function name in `module` for the training kinds; with
         EVAL_STEPS, every function the executor calls on the backend.
-    strategies: the `budget { strategy ... }` values it runs; "none" is one process on one device.
-    max_processes: `budget { gpus × nodes }` it can launch (1: ftc runs one process today).
+    strategies: the `budget { strategy ... }` values it runs; "none" is one process on one device,
+        "ddp" one process per GPU launched through torchrun (runtime/launch.py), each holding the model.
+    max_processes: `budget { gpus × nodes }` it can launch (1: one process only).
+    max_nodes: machines it launches on (`ftc run` starts every process on this machine).
+    methods_distributed: the methods it trains in several processes (the others: one process only).
     """
 
     name: str
@@ -44,6 +47,8 @@ class Backend:
     precisions: tuple[str, ...] = ("fp32", "fp16", "bf16")
     strategies: tuple[str, ...] = ("none",)
     max_processes: int = 1
+    max_nodes: int = 1
+    methods_distributed: tuple[str, ...] = ()
     eval_module: str = ""  # where the EVAL_STEPS functions are, when not in `module`
 
     def step(self, kind: str) -> str | None:
@@ -58,7 +63,8 @@ class Backend:
 BACKENDS: tuple[Backend, ...] = (
     Backend("text.sft", "ftc.runtime.backends.text", "text", ("sft",),
             ("generation", "classification", "extraction"), TEXT_METHODS, {"train": "train_sft"},
-            eval_module="ftc.runtime.backends.text_eval"),
+            eval_module="ftc.runtime.backends.text_eval", strategies=("none", "ddp"), max_processes=64,
+            methods_distributed=("full", "lora", "adapters", "prompt_tuning", "prefix_tuning")),
     Backend("text.dpo", "ftc.runtime.backends.preference", "text", ("dpo",),
             ("generation", "preference"), TEXT_METHODS, {"train": "train_dpo"}),
     # prompt and prefix tuning fail in RLHF's stages today (the reward classifier refuses a prefix:

@@ -88,8 +88,12 @@ def cli() -> None:
 @click.option("--tokenize", is_flag=True,
               help="Count token lengths exactly with a local base model's tokenizer (else estimated).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+@click.option("--root", "root", type=click.Path(file_okay=False),
+              help="The project root the spec's paths must stay in (default: FTC_ROOT, else the git repository "
+                   "holding the spec, else the working folder or the spec's folder).")
 def check(paths: tuple[str, ...], fmt: str, select: tuple[str, ...], ignore: tuple[str, ...],
-          warnings_as_errors: bool, no_data: bool, target: str | None, tokenize: bool, color: str) -> None:
+          warnings_as_errors: bool, no_data: bool, target: str | None, tokenize: bool, color: str,
+          root: str | None) -> None:
     """Parse, analyse and lint .ftspec files (files, folders or globs)."""
     from ftc.compiler.check import check_file
     from ftc.compiler.checked import CheckOptions
@@ -107,7 +111,7 @@ def check(paths: tuple[str, ...], fmt: str, select: tuple[str, ...], ignore: tup
     files = discover(paths)
     if not files:
         raise click.UsageError(f"no .ftspec files found in {', '.join(paths)}")
-    options = CheckOptions(no_data=no_data, target=target, tokenize=tokenize)
+    options = CheckOptions(no_data=no_data, target=target, tokenize=tokenize, root=root)
     diags = []
     sources: dict[str, Any] = {}
     for path in files:
@@ -197,14 +201,14 @@ def _resolve(registry: Any, ref: str) -> RunRow:
     return found
 
 
-def _checked_or_exit(spec_path: str, fmt: str = "text"):  # type: ignore[no-untyped-def]
+def _checked_or_exit(spec_path: str, fmt: str = "text", root: str | None = None):  # type: ignore[no-untyped-def]
     """Check a spec with its data; on errors print them and exit 1 (a plan needs a clean spec)."""
     from ftc.compiler.check import check_file
     from ftc.compiler.checked import CheckOptions
     from ftc.compiler.render import render
     from ftc.compiler.rules import RULES
 
-    result = check_file(Path(spec_path), CheckOptions())
+    result = check_file(Path(spec_path), CheckOptions(root=root))
     if not result.ok or result.checked is None:
         shown = [d for d in result.diagnostics]
         click.echo(render(shown, result.sources, "text", color=sys.stderr.isatty(), files_checked=1, rules=RULES),
@@ -258,9 +262,12 @@ def plan(spec: str, fmt: str, out: str | None) -> None:
 @click.option("--mlflow", "mlflow_uri", metavar="URI",
               help="Also log the run to MLflow at URI (sqlite:///mlruns.db, http://host:5000; a bare *.db path is a "
                    "SQLite file); replaces the spec's tracking store. Needs `pip install 'ftc[mlflow]'`.")
+@click.option("--root", "root", type=click.Path(file_okay=False),
+              help="The project root the spec's paths must stay in (default: FTC_ROOT, else the git repository "
+                   "holding the spec, else the working folder or the spec's folder).")
 @_registry_errors
 def run(target: str, resume: bool, dry_run: bool, max_steps: int | None, device: str,
-        mlflow_uri: str | None) -> None:
+        mlflow_uri: str | None, root: str | None) -> None:
     """Run a spec (or a reviewed plan.json): train, evaluate, judge the gates, register."""
     from ftc.runtime.run import run as run_target
 
@@ -276,7 +283,7 @@ def run(target: str, resume: bool, dry_run: bool, max_steps: int | None, device:
             raise click.BadParameter(f"{err.message}; {err.hint}", param_hint="--mlflow") from None
     reviewed = _plan_or_exit(target) if target.endswith(".json") else None
     spec_path = str(reviewed.spec["path"]) if reviewed is not None else target
-    checked = _checked_or_exit(spec_path)  # prints a refused spec's diagnostics
+    checked = _checked_or_exit(spec_path, root=root)  # prints a refused spec's diagnostics
     outcome = run_target(target, resume=resume, dry_run=dry_run, max_steps=max_steps, device=device,
                          mlflow=mlflow_uri, checked=checked, reviewed=reviewed)
     click.echo(f"ftc: {outcome.message}", err=outcome.exit_code not in (0,))

@@ -100,6 +100,7 @@ RLHF_FAILS = frozenset({"method.prompt_tuning.virtual_tokens", "method.prompt_tu
 HONOURED: dict[str, frozenset[str]] = {
     "text.sft": PIPELINE | EVALUATED | TRAIN | PEFT_TEXT | TEXT_MODEL | frozenset({
         "train.packing", "model.labels", "model.output_schema", "data.max_length",
+        "budget.gpus", "budget.strategy",  # `strategy ddp`: torchrun launches `gpus` processes (runtime/launch.py)
         *_keys("signal.sft", ("input", "target", "messages")),
     }),
     "text.dpo": PIPELINE | EVALUATED | TRAIN | TEXT_MODEL | (PEFT_TEXT - NO_DROPOUT - REF_NO_BIAS) | frozenset({

@@ -254,9 +254,10 @@ def _train_nodes(b: _Builder, c: CheckedSpec, rows: str, sizes: dict[str, int]) 
     train_est = {"steps": train_steps(sizes.get("train", 0), tr, devices), "examples": sizes.get("train", 0),
                  "memory_bytes": memory}
     if spec.signal.kind != "rlhf":
+        dist = distributed(budget, tr, "train")
         return [b.add("train", "train", [rows, "model.load_base"],
-                      {"signal": _plain(spec.signal), "train": _plain(tr), "packing": tr.packing, **shared},
-                      train_est)]
+                      {"signal": _plain(spec.signal), "train": _plain(tr), "packing": tr.packing, **shared,
+                       **({"distributed": dist} if dist else {})}, train_est)]
     sig = spec.signal
     rtr = s.merged_train(tr, sig.reward.train)
     reward_rows = sizes.get("reward.train", sizes.get("train", 0))
@@ -271,6 +272,23 @@ def _train_nodes(b: _Builder, c: CheckedSpec, rows: str, sizes: dict[str, int]) 
                    {"steps": train_steps(completions, ptr, devices), "examples": sizes.get("train", 0),
                     "memory_bytes": memory})
     return [reward, policy]
+
+
+LAUNCHER = "torchrun"
+
+
+def distributed(budget: s.Budget, tr: s.Train, node_id: str) -> dict[str, Any] | None:
+    """How a training node runs in several processes (None: one process). Part of the node's
+    parameters, so of the plan's hash: the world size, the batch each process takes and the
+    global batch of one optimizer step, and the launch command (RUN_DIR is the run's folder)."""
+    processes = budget.gpus * budget.nodes
+    if processes <= 1 or budget.strategy == "none":
+        return None
+    return {"launcher": LAUNCHER, "strategy": budget.strategy, "processes": processes, "nodes": budget.nodes,
+            "per_device_batch": tr.batch_size, "grad_accum": tr.grad_accum,
+            "global_batch": tr.batch_size * tr.grad_accum * processes,
+            "command": f"{LAUNCHER} --standalone --nnodes {budget.nodes} --nproc-per-node {budget.gpus} "
+                       f"-m ftc.runtime.rank RUN_DIR {node_id}"}
 
 
 def _gate(g: s.Gate) -> dict[str, Any]:
@@ -366,6 +384,12 @@ def render_text(plan: Plan) -> str:
         est_text = ", ".join(f"{k} {_human(k, v)}" for k, v in sorted(n.estimate.items()) if v is not None and k != "rows")
         after = f"  <- {', '.join(n.inputs)}" if n.inputs else ""
         lines.append(f"  {n.id:<{width}} {n.kind:<14} {n.hash[:10]}{after}" + (f"   [{est_text}]" if est_text else ""))
+    for n in plan.topological():
+        dist = n.params.get("distributed")
+        if dist:
+            lines.append(f"{n.id}: {dist['processes']} processes ({dist['strategy']}), {dist['per_device_batch']} rows "
+                         f"per process x {dist['grad_accum']} accumulation = global batch {dist['global_batch']}; "
+                         f"launch: {dist['command']}")
     for w in plan.waivers:
         lines.append(f"waived {w['code']}: {w['reason']}")
     return "\n".join(lines) + "\n"

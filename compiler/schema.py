@@ -649,8 +649,8 @@ class Eval(Node):
     latency_warmup: int = key(t.integer(0), "requests before latency is measured", 5)
 
 
-_ONE_PROCESS = ("`ftc run` trains in one process today, so only the plan's memory and step estimate use it (ftc "
-                "check refuses a multi-process setting)")
+_ONE_PROCESS = ("`ftc run` launches processes on one machine, and neither FSDP nor DeepSpeed yet, so only the "
+                "plan's memory and step estimate use it (ftc check refuses a setting the runtime cannot launch: FT127)")
 
 
 @record
@@ -660,10 +660,9 @@ class Budget(Node):
     gpu_memory: float | None = key(t.quantity("memory"), "memory per GPU, e.g. 24GB", applies="estimate",
                                    reason="`ftc check` compares the memory estimate with it (FT160); the runtime "
                                    "uses the memory the device has")
-    gpus: int = key(t.integer(1), "GPUs per node", 1, applies="estimate", reason=_ONE_PROCESS)
+    gpus: int = key(t.integer(1), "GPUs per node: training runs as that many processes (torchrun)", 1)
     nodes: int = key(t.integer(1), "nodes", 1, applies="estimate", reason=_ONE_PROCESS)
-    strategy: str = key(t.enum("none", "ddp", "fsdp", "deepspeed"), "distribution strategy", "none",
-                        applies="estimate", reason=_ONE_PROCESS)
+    strategy: str = key(t.enum("none", "ddp", "fsdp", "deepspeed"), "distribution strategy", "none")
     deepspeed_stage: int | None = key(t.integer(1, 3), "DeepSpeed ZeRO stage", applies="estimate",
                                       reason=_ONE_PROCESS)
     fsdp_sharding: str | None = key(t.enum("full", "hybrid", "grad_op"), "FSDP sharding strategy",

@@ -339,11 +339,15 @@ class AtomicCheckpoints:
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         self.ftc_wait()  # the previous checkpoint is in place, and retention done, before this one
+        from ftc.runtime import dist
+
         final_root = Path(super()._get_output_dir(trial))  # type: ignore[misc]
         staging_root = final_root / STAGING
-        if staging_root.exists():
-            shutil.rmtree(staging_root)
-        staging_root.mkdir(parents=True)
+        if self.args.should_save:  # type: ignore[attr-defined]  # one process (rank 0) prepares the folder
+            if staging_root.exists():
+                shutil.rmtree(staging_root)
+            staging_root.mkdir(parents=True)
+        dist.barrier()  # every rank writes its part of the checkpoint (its RNG state) into staging
         state = self.state  # type: ignore[attr-defined]
         write_state = state.save_to_json
 
@@ -359,6 +363,7 @@ class AtomicCheckpoints:
             self._ftc_staging = None
             vars(state).pop("save_to_json", None)
         _best_to_final(state, staging_root, final_root)
+        dist.barrier()  # all parts written before rank 0 moves the checkpoint into place
         if self.args.should_save:  # type: ignore[attr-defined]
             job = functools.partial(finish, staging_root / f"checkpoint-{state.global_step}", final_root,
                                     self.args.save_total_limit, state.best_model_checkpoint)  # type: ignore[attr-defined]

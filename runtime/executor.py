@@ -154,6 +154,11 @@ class LocalExecutor:
         state.base_dir = locate_base(state.checked, node.params)
 
     def _train(self, node: PlanNode, state: RunState) -> None:
+        if node.params.get("distributed"):  # several processes, through torchrun (runtime/launch.py)
+            from ftc.runtime.launch import run_node
+
+            state.train[node.id] = run_node(node, state)
+            return
         ctx = state.context(state.stage_parts if node.kind == "train_reward" else None)
         step = backend_step(ctx.spec, node.kind)
         if node.kind == "train_policy":

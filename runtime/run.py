@@ -389,7 +389,7 @@ def _execute(r: _Run, registry: Any, store: Any, *, max_steps: int | None, devic
 
         (r.run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
         _finish(registry, store, r.run_dir, r.run_id, Status.FAILED,
-                r.record.but(error=f"{type(err).__name__}: {err}"))
+                r.record.but(error=f"{type(err).__name__}: {err}", failed_rank=getattr(err, "rank", None)))
         _mirror(registry, r.run_id, r.tracking)
         progress.close()
         return Outcome(Status.FAILED, r.run_id, r.run_dir, EXIT_FAILED,

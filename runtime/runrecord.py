@@ -148,6 +148,7 @@ class RunRecord:
     history: tuple[JSONMap, ...] = ()  # step and eval events
     artifact: ArtifactRecord | None = None
     error: str | None = None
+    failed_rank: int | None = None  # the process of a distributed training node that failed first
     interrupted_by: str | None = None
     forced_promotion: ForcedPromotion | None = None
     mlflow: MlflowRef | None = None
@@ -221,7 +222,8 @@ class RunRecord:
             pid=r.integer("pid"), resumed=r.integer("resumed") or 0, gates=r.typed_list("gates", GateRecord),
             metrics=r.map_of_maps("metrics"), slices=r.map_of_maps("slices"), extra=r.map_of_maps("extra"),
             history=tuple(e for e in r.array("history") if isinstance(e, dict)),
-            artifact=r.artifact(), error=r.text("error"), interrupted_by=r.text("interrupted_by"),
+            artifact=r.artifact(), error=r.text("error"), failed_rank=r.integer("failed_rank"),
+            interrupted_by=r.text("interrupted_by"),
             forced_promotion=r.typed("forced_promotion", ForcedPromotion), mlflow=r.typed("mlflow", MlflowRef),
             other={k: v for k, v in obj.items() if k not in known}, problems=tuple(r.problems))
 

@@ -254,14 +254,15 @@ def metric_task_mismatch(c: CheckedSpec) -> Iterator[Hit]:
 
 @rule("FT127", "distribution-not-run", ERROR)
 def distribution_not_run(c: CheckedSpec) -> Iterator[Hit]:
-    """Distribution settings (`gpus`, `nodes`, `strategy`) that ftc's runtime does not launch.
+    """Distribution settings (`gpus`, `nodes`, `strategy`) that ftc's runtime does not launch as written.
 
     Why:
-    `ftc run` trains in one process on one device today: a spec that asks for four GPUs under
-    FSDP would train on one, silently, and a memory estimate that shards over four GPUs would pass
-    a model that cannot fit one. A setting the runtime cannot honour is refused here, before any GPU
-    is paid for (a launcher through torchrun is planned). The backend table
-    (compiler/capabilities.py) says which strategies and how many processes each backend runs.
+    `ftc run` launches `gpus` processes on this machine through torchrun for a backend and strategy
+    that run that way (`strategy ddp` for supervised text fine-tuning today: compiler/capabilities.py
+    says which). Anything else would train on one device, silently, while the memory estimate
+    shards the model over devices it never gets: a spec that cannot run as written is refused here,
+    before any GPU is paid for. Several processes need a strategy that says how they share the work,
+    and a strategy needs several processes.
 
     Example:
         budget { gpu_memory 80GB; gpus 4; strategy fsdp }
@@ -275,21 +276,43 @@ def distribution_not_run(c: CheckedSpec) -> Iterator[Hit]:
     backend = cap.backend_for(m.modality, sig.kind)
     if backend is None:
         return  # FT123 says why
-    processes = b.gpus * b.nodes
-    if processes > backend.max_processes:
-        asked = " × ".join(f"`{k} {getattr(b, k)}`" for k in ("gpus", "nodes") if getattr(b, k) > 1)
-        yield Hit(f"{asked} asks for {processes} processes, but ftc's `{backend.name}` runtime runs "
-                  f"{backend.max_processes}: the run would train on one device", b.at("gpus" if b.gpus > 1 else "nodes"),
-                  help="remove `gpus`/`nodes` (the estimate then counts one device); multi-process launch "
-                       "(torchrun) is not built yet")
+    yield from _processes(c, backend, b)
     if b.strategy not in backend.strategies:
         yield Hit(f"`strategy {b.strategy}` is not run by ftc's `{backend.name}` runtime (it runs "
                   f"{_names(backend.strategies)})", b.at("strategy"),
-                  help="remove `strategy` (and `deepspeed_stage`/`fsdp_sharding`): ftc trains one process")
-    for key in ("deepspeed_stage", "fsdp_sharding"):
+                  help="remove `strategy` (and `gpus`, `deepspeed_stage`, `fsdp_sharding`)"
+                       + (" or use `strategy ddp`" if "ddp" in backend.strategies else ""))
+    for key in ("deepspeed_stage", "fsdp_sharding"):  # with the other strategy: FT134
         if b.given(key) and b.strategy == "none":
-            yield Hit(f"`{key}` has no effect without a distribution strategy, and ftc runs one process",
-                      b.at(key), help=f"remove `{key}`")
+            wanted = "deepspeed" if key == "deepspeed_stage" else "fsdp"
+            yield Hit(f"`{key}` has no effect without `strategy {wanted}`", b.at(key), help=f"remove `{key}`")
+
+
+def _processes(c: CheckedSpec, backend: cap.Backend, b: s.Budget) -> Iterator[Hit]:
+    """How many processes the spec asks for, against what the backend launches."""
+    processes = b.gpus * b.nodes
+    if b.nodes > backend.max_nodes:
+        yield Hit(f"`nodes {b.nodes}`: ftc's `{backend.name}` runtime launches on {backend.max_nodes} machine(s)",
+                  b.at("nodes"), help="remove `nodes` (multi-node launch files are not built yet)")
+    elif processes > backend.max_processes:
+        asked = " × ".join(f"`{k} {getattr(b, k)}`" for k in ("gpus", "nodes") if getattr(b, k) > 1)
+        yield Hit(f"{asked} asks for {processes} processes, but ftc's `{backend.name}` runtime runs "
+                  f"{backend.max_processes}: the run would train on one device", b.at("gpus"),
+                  help="remove `gpus` (the estimate then counts one device)")
+    elif processes > 1 and b.strategy == "none":
+        yield Hit(f"`gpus {b.gpus}` asks for {processes} processes but no `strategy` says how they share the "
+                  "training", b.at("gpus"),
+                  help="add `strategy ddp` (each process holds the whole model and trains on its share of "
+                       "each batch), or remove `gpus`")
+    elif processes == 1 and b.strategy == "ddp":
+        yield Hit("`strategy ddp` with one process changes nothing", b.at("strategy"),
+                  help="set `gpus` to the number of GPUs to train on, or remove `strategy`")
+    method = c.spec.method
+    if processes > 1 and method is not None and method.kind not in backend.methods_distributed \
+            and b.strategy in backend.strategies and b.strategy != "none":
+        yield Hit(f"`method {method.kind}` is not trained in several processes by ftc's `{backend.name}` "
+                  f"runtime (it distributes {_names(backend.methods_distributed)})", b.at("gpus"),
+                  help="remove `gpus` and `strategy` (one process), or use `method lora`")
 
 
 # Keys whose refusal on some backends a rule of its own words better: FT128 leaves them to it.

@@ -168,8 +168,20 @@ def training_arguments(ctx: TrainContext, n_train: int, *, config_cls: Any = Non
     fields = getattr(cls, "__dataclass_fields__", {})
     args["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = (
         tr.gradient_checkpointing)
+    args.update(_distributed(cuda))
     args.update(extra)
     return cls(**args)
+
+
+def _distributed(cuda: bool) -> dict[str, Any]:
+    """In a process torchrun started (runtime/launch.py): DDP over gloo on the CPU (NCCL on CUDA is
+    the Trainer's own choice), and each process's loss averaged over its own rows, so that the loss
+    of one step is the mean over the global batch, as in one process with the same global batch."""
+    from ftc.runtime import dist
+
+    if not dist.distributed():
+        return {}
+    return {"ddp_backend": None if cuda else "gloo", "average_tokens_across_devices": False}
 
 
 def trainer_callbacks(ctx: TrainContext, emit: Emit, *, has_val: bool = True) -> list[Any]:
@@ -196,16 +208,18 @@ def quiet(trainer: Any) -> Any:
 
 def resume_checkpoint(ctx: TrainContext, emit: Emit) -> str | None:
     """The checkpoint to resume from (`ctx.resume`), or None; a fresh run clears old checkpoints."""
-    from ftc.runtime import checkpoints
+    from ftc.runtime import checkpoints, dist
 
     folder = ctx.run_dir / "checkpoints"
     if not ctx.resume:
-        n = checkpoints.remove_all(folder)
+        n = checkpoints.remove_all(folder) if dist.is_main() else 0  # one process tidies the shared folder
+        dist.barrier()
         if n:
             emit({"event": "note", "message": f"removed {n} checkpoint(s) of an earlier run in {folder}"})
         return None
-    for gone in checkpoints.remove_incomplete(folder):
+    for gone in checkpoints.remove_incomplete(folder) if dist.is_main() else []:
         emit({"event": "note", "message": f"ignored incomplete checkpoint {gone.name}"})
+    dist.barrier()
     last = checkpoints.last_complete(folder)
     if last is None:
         emit({"event": "note", "message": "nothing to resume from: no complete checkpoint; starting fresh"})

@@ -378,7 +378,7 @@ def fit_sft(ctx: TrainContext) -> SftRun:
         rec({"event": "note", "message": f"early stopping at step {state.global_step}: "
                                          f"{tr.early_stopping.metric} did not improve for {tr.early_stopping.patience} "
                                          f"evaluations", "step": state.global_step})
-    model_dir, kind = save_artifacts(ctx, model, tok)
+    model_dir, kind = _save(ctx, model, tok)
     best = Path(state.best_model_checkpoint) if state.best_model_checkpoint else None
     rec({"event": "end", "step": state.global_step, "stopped_early": stopped, "artifact": str(model_dir),
          "best_checkpoint": str(best) if best else None, "best_metric": state.best_metric,
@@ -388,11 +388,25 @@ def fit_sft(ctx: TrainContext) -> SftRun:
     return SftRun(result, model, tok, trainer, rec.history)
 
 
+def _save(ctx: TrainContext, model: Any, tok: Any) -> tuple[Path, str]:
+    """The artifacts, written by one process (rank 0 of a distributed node: runtime/dist.py); the
+    others wait until they are written."""
+    from ftc.runtime import dist
+
+    saved = save_artifacts(ctx, model, tok) if dist.is_main() else (ctx.run_dir / "artifacts", "")
+    dist.barrier()
+    return saved
+
+
 def train_sft(ctx: TrainContext) -> TrainResult:
     """Supervised fine-tuning as the spec says; see the module docstring for the artifacts."""
+    from ftc.runtime import dist
+
     run = fit_sft(ctx)
     result, history = run.result, run.history
     del run  # free the training model before a merge loads the base again
+    if not dist.is_main():
+        return result  # rank 0 merges and reports the result (runtime/rank.py)
     rec = Recorder(ctx)
     rec.history = history
     result.merged_dir = export_merged(ctx, result.model_dir, rec)

@@ -408,9 +408,35 @@ def generation_folder(root: Path, rows: Callable[[int, int], list[dict[str, Any]
     return root
 
 
+def _sft_distributed(seen: Seen, root: Path, base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gpus 2; strategy ddp`: the training node runs as two torchrun processes, whose Trainer takes
+    DDP over gloo on the CPU (tests/runtime/test_ddp.py runs them)."""
+    from types import SimpleNamespace
+
+    from ftc.compiler.plan import build_plan
+    from ftc.runtime import launch
+
+    ctx = context(ticket_folder(root), spec(f'modality text; base "{base}"; task classification; '
+                                            'labels ["billing", "bug", "account"]', "lora { rank 2 }",
+                                            'sft { input "body"; target "category" }', PRESPLIT,
+                                            "steps 1; batch_size 4; precision fp32", "metric loss; gate loss <= 99 on test",
+                                            "budget { gpus 2; strategy ddp }"), allow=("FT203",))
+    node = build_plan(ctx.checked).node("train")
+    state = SimpleNamespace(run_dir=root / "run", device="cpu", max_steps=None, resume=False, time_limit=None)
+    cmd = launch.command(node, state)
+    seen("budget.gpus", cmd[cmd.index("--nproc-per-node") + 1] == "2" and node.params["distributed"]["global_batch"] == 8,
+         f"torchrun starts 2 processes: {' '.join(cmd[1:8])}")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it in each process
+    ddp = hf._distributed(cuda=False)
+    monkeypatch.delenv("WORLD_SIZE")
+    seen("budget.strategy", cmd[cmd.index("-m", 3) + 1] == "ftc.runtime.rank" and ddp["ddp_backend"] == "gloo",
+         "each process trains the node under DDP (gloo on the CPU)")
+
+
 def test_text_sft_applies_every_key_it_honours(tmp_path: Path, tiny_bert: Path, tiny_gpt2: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     seen = Seen("text.sft")
+    _sft_distributed(seen, tmp_path / "ddp", tiny_bert, monkeypatch)
     _sft_classifier(seen, tmp_path / "classifier", tiny_bert, monkeypatch)
     _sft_extraction(seen, tmp_path / "extraction", tiny_gpt2, monkeypatch)
     _sft_chat(seen, tmp_path / "chat", tiny_gpt2, monkeypatch)

@@ -53,8 +53,8 @@ def test_roles_without_a_reason_are_refused_when_the_schema_is_built() -> None:
 def test_describe_shows_who_reads_a_key_and_why() -> None:
     fields = s.schema_fields(s.Budget)
     assert s.describe(fields["max_time"]) == "wall-clock limit, e.g. 2h"  # a run key: its doc alone
-    shown = s.describe(fields["gpus"])
-    assert shown.startswith("GPUs per node (estimate-only: ") and "one process" in shown
+    shown = s.describe(fields["nodes"])
+    assert shown.startswith("nodes (estimate-only: ") and "one machine" in shown
 
 
 def test_backends_are_the_fixed_six() -> None:
