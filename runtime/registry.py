@@ -24,6 +24,7 @@ earlier model) raises Refused.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sqlite3
@@ -34,9 +35,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ftc.runtime import registry_file
 from ftc.runtime.runrecord import ForcedPromotion, RecordFormatError, Removal, RunRecord, RunRow
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the meta table and SQLite's application id mark the file as ftc's (registry_file.py)
 DEFAULT_TIMEOUT = 30.0
 FINISHED = ("promoted", "rejected")
 RESUMABLE = ("interrupted", "failed", "running")
@@ -144,12 +146,47 @@ def _fault(err: sqlite3.Error, path: Path, timeout: float) -> RegistryError:
             f"the registry {path} is locked by another process (waited {timeout:g} s); nothing was written",
             "wait for the other `ftc` command to finish and run this one again, or wait longer with "
             "FTC_REGISTRY_TIMEOUT=<seconds>")
-    if "readonly" in low or "unable to open" in low or "i/o" in low or "disk is full" in low or "full" in low:
+    if "full" in low:  # SQLITE_FULL: "database or disk is full"
+        return RegistryError(
+            f"the disk holding the registry {path} is full ({text}); nothing was written",
+            f"free space on the disk of {path.parent} (or point FTC_HOME at another disk) and run the command "
+            "again; a run that stopped resumes with `ftc run SPEC --resume`")
+    if "readonly" in low or "unable to open" in low or "i/o" in low:
         return RegistryError(f"the registry {path} cannot be opened for writing ({text}); nothing was written",
                              f"check that {path.parent} exists, is writable and its disk has space, or point "
                              "FTC_HOME at another folder")
     return RegistryError(f"the registry {path} cannot be used ({text}); nothing was written",
                          "run the command again; if it persists, move the file aside and keep it for a bug report")
+
+
+def _foreign(path: Path, found: registry_file.Found) -> RegistryError:
+    """An existing registry.db that ftc did not write: refused, with what is there and what to do."""
+    if found.kind == "empty":
+        return RegistryError(
+            f"the registry {path} is an empty file (0 bytes), not a registry ftc wrote (a disk that filled while "
+            "it was being created leaves such a file); nothing was written",
+            f"if no run was ever recorded here, remove it (`rm {path}`) and ftc creates a new registry; else "
+            f"restore it from a backup (the run folders under {path.parent / 'runs'} stay on disk)")
+    if found.kind == "not-sqlite":
+        return RegistryError(
+            f"the registry {path} is not an SQLite database (damaged or overwritten: {found.detail}); nothing was "
+            "written",
+            f"restore it from a backup, or move it aside (`mv {path} {path}.bad`) and ftc starts an empty registry;"
+            f" the run folders under {path.parent / 'runs'} stay on disk")
+    return RegistryError(
+        f"the registry {path} is not ftc's: {found.detail}; nothing was written",
+        f"point FTC_HOME at another folder, or move the file aside (`mv {path} {path}.other`) if it does not "
+        "belong there")
+
+
+def _os_fault(err: OSError, path: Path) -> RegistryError:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RegistryError(f"the disk holding the registry {path} is full ({err.strerror}): no registry was "
+                             "created, and nothing was written",
+                             f"free space on the disk of {path.parent} (or point FTC_HOME at another disk) and "
+                             "run the command again")
+    return RegistryError(f"the registry {path} cannot be read or created ({err.strerror or err})",
+                         f"check that {path.parent} is readable and writable, or point FTC_HOME at another folder")
 
 
 def _mappable(err: BaseException) -> bool:
@@ -189,7 +226,48 @@ class Registry:
             raise _fault(err, self.path, self.timeout) from err
 
     def _setup(self) -> None:
-        """Create or upgrade the schema, retrying while other processes do the same.
+        """Create the registry where no file is (atomically), else verify that the file is ftc's
+        and upgrade an older ftc's schema; an empty or foreign file is refused (registry_file.py)."""
+        if not os.path.lexists(self.path):
+            self._create()
+        self._verify()
+        self._upgrade()
+
+    def _create(self) -> None:
+        from ftc import __version__
+
+        def build(db: sqlite3.Connection) -> None:
+            for statement in TABLES:
+                db.execute(statement)
+            registry_file.mark(db, __version__)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+        try:
+            registry_file.create(self.path, build)
+        except sqlite3.Error as err:
+            raise _fault(err, self.path, self.timeout) from err
+        except OSError as err:
+            raise _os_fault(err, self.path) from err
+
+    def _verify(self) -> None:
+        """Refuse a registry.db that ftc did not write, before anything is written to it."""
+        try:
+            found = registry_file.from_header(self.path)
+        except OSError as err:
+            raise _os_fault(err, self.path) from err
+        if found is None:
+            db = self._connect()
+            try:
+                found = registry_file.identify(db)
+            except sqlite3.Error as err:
+                raise _fault(err, self.path, self.timeout) from err
+            finally:
+                db.close()
+        if not found.usable:
+            raise _foreign(self.path, found)
+
+    def _upgrade(self) -> None:
+        """Upgrade the schema, retrying while other processes do the same.
 
         Switching a fresh database to WAL needs an exclusive lock, and SQLite answers "database is
         locked" at once, without waiting on the busy timeout, when two connections that both read
@@ -225,6 +303,8 @@ class Registry:
             raise
         finally:
             db.close()
+        from ftc import __version__
+
         with self._db(write=True) as db:
             if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:  # another process may have
                 for statement in TABLES:
@@ -233,6 +313,7 @@ class Registry:
                 for column in ("user", "previous"):
                     if column not in columns:  # a registry written by an earlier ftc
                         db.execute(f"ALTER TABLE events ADD COLUMN {column} TEXT")
+                registry_file.mark(db, __version__)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
