@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 from ftc.compiler import schema as s
-from ftc.compiler.rules.data import _matches
+from ftc.compiler.data.stats import matches as _matches
 from ftc.compiler.source import Span
 from ftc.runtime import metrics
 
