@@ -362,6 +362,7 @@ def _execute(r: _Run, registry: Any, store: Any, *, max_steps: int | None, devic
              out: Any) -> Outcome:
     """Phase 3: execute the plan's nodes; a failure or an interruption is recorded, not lost."""
     from ftc.runtime.executor import LocalExecutor, RunState, execute
+    from ftc.runtime.registry import RegistryError
 
     planned = {n.id: _planned_steps(int(n.estimate.get("steps") or 0), max_steps)
                for n in r.plan.nodes if n.kind.startswith("train")}
@@ -384,21 +385,79 @@ def _execute(r: _Run, registry: Any, store: Any, *, max_steps: int | None, devic
         progress.close()
         return Outcome(Status.INTERRUPTED, r.run_id, r.run_dir, EXIT_FAILED,
                        f"interrupted ({how}): continue with `ftc run {r.spec_path} --resume`")
-    except Exception as err:  # noqa: BLE001 (a failed run is recorded, with its error, not lost)
-        import traceback
-
-        (r.run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-        _finish(registry, store, r.run_dir, r.run_id, Status.FAILED,
-                r.record.but(error=f"{type(err).__name__}: {err}", failed_rank=getattr(err, "rank", None)))
-        _mirror(registry, r.run_id, r.tracking)
+    except RegistryError:  # recording the outcome failed: the registry's message names what was kept
         progress.close()
-        return Outcome(Status.FAILED, r.run_id, r.run_dir, EXIT_FAILED,
-                       f"the run failed: {type(err).__name__}: {err} (details in {r.run_dir / 'error.txt'})")
+        raise
+    except Exception as err:  # noqa: BLE001 (a failed run is recorded, with its error, not lost)
+        return _failed(r, registry, store, progress, err)
     progress.close()
     if registrar.outcome is None:
         raise RuntimeError("the plan has no register step")  # planfile refuses such a plan
     print(_verdict_table(state), file=out)
     return registrar.outcome
+
+
+def _failed(r: _Run, registry: Any, store: Any, progress: Progress, err: Exception) -> Outcome:
+    """A run that raised: its error report (error.txt, or stderr where that cannot be written: a
+    full disk), a `failed` record, and what was kept and how to resume when the disk is full."""
+    import traceback
+
+    from ftc.runtime.registry import RegistryError
+
+    where = _error_report(r.run_dir, traceback.format_exc())
+    full = disk_full(err)
+    message = (_disk_full_message(r, full) if full is not None else
+               f"the run failed: {type(err).__name__}: {err} (details in {where})")
+    try:
+        _finish(registry, store, r.run_dir, r.run_id, Status.FAILED,
+                r.record.but(error=f"{type(err).__name__}: {err}", failed_rank=getattr(err, "rank", None)))
+        _mirror(registry, r.run_id, r.tracking)
+    except RegistryError as also:
+        progress.close()
+        raise RegistryError(f"{message}; and the registry could not record it: {also.message}", also.hint) from err
+    progress.close()
+    return Outcome(Status.FAILED, r.run_id, r.run_dir, EXIT_FAILED, message)
+
+
+def _error_report(run_dir: Path, text: str) -> str:
+    """Write error.txt; where it cannot be written (a full disk, a removed folder) the report goes
+    to stderr instead. Returns where it is, in words."""
+    path = run_dir / "error.txt"
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as err:
+        print(f"ftc: cannot write {path} ({err.strerror or err}); the error report:\n{text}", file=sys.stderr,
+              flush=True)
+        return "the error report on stderr"
+    return str(path)
+
+
+def disk_full(err: BaseException) -> OSError | None:
+    """The no-space (ENOSPC) or over-quota (EDQUOT) error behind `err`, following its causes (a
+    library may wrap it), else None."""
+    import errno
+
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _disk_full_message(r: _Run, err: OSError) -> str:
+    """What a full disk stopped, what the run folder keeps, and how to go on."""
+    from ftc.runtime.checkpoints import COMPLETE, step_of
+
+    what = f" writing {err.filename}" if err.filename else ""
+    done = sorted((p.parent for p in r.run_dir.rglob(COMPLETE)), key=lambda p: (step_of(p) or -1, str(p)))
+    kept = (f"{len(done)} complete checkpoint(s), the last {done[-1].relative_to(r.run_dir)}, which --resume "
+            "continues from" if done else "no complete checkpoint (--resume trains again from the start)")
+    return (f"the disk is full ({err.strerror or 'no space left on device'}{what}): the run stopped; {r.run_dir} "
+            f"keeps the plan, the events and {kept}. Free space on that disk, then continue with "
+            f"`ftc run {r.spec_path} --resume`")
 
 
 class Registrar:

@@ -111,7 +111,11 @@ class Store:
         except OSError as err:
             if err.errno != errno.EXDEV:
                 raise
-            shutil.copytree(src, staging, symlinks=True)  # another filesystem: copy, then drop the source
+            try:  # another filesystem: copy, then drop the source
+                shutil.copytree(src, staging, symlinks=True)
+            except OSError:  # a full disk: no half copy is left in the store; the source stays as it was
+                remove_tree(staging)
+                raise
             remove_tree(src)
         _read_only(staging)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -129,9 +133,16 @@ class Store:
         """Shared (runs) or exclusive (gc) lock on the store; RegistryError after `wait` seconds."""
         import fcntl
 
-        self.root.mkdir(parents=True, exist_ok=True)
         wait = timeout_seconds() if wait is None else wait
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:  # a full disk, a read-only folder: a message, not a traceback
+            full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise RegistryError(f"cannot create the artifact store's lock {self.root / '.lock'} ({err.strerror or err})"
+                                "; nothing was changed",
+                                f"free space on the disk of {self.root}" if full else
+                                f"check that {self.root} is writable, or point FTC_HOME at another folder") from err
         try:
             deadline = time.monotonic() + wait
             mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
