@@ -569,6 +569,25 @@ def report(run_id: str, out_file: str, fmt: str | None) -> None:
     click.echo(f"wrote {out} ({fmt}) for {row['id']}")
 
 
+def _exit_if_disk_full(err: Exception) -> None:
+    """A full disk (ENOSPC, a quota) that no command turned into its own message (a run folder that
+    could not be created, say) is the machine's state, not a bug in ftc: exit 1, saying so."""
+    import errno
+
+    cur: BaseException | None = err
+    for _ in range(8):  # the error itself, or what it wraps
+        if cur is None:
+            return
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {cur.filename}" if cur.filename else ""
+            click.echo(f"ftc: the disk is full ({cur.strerror or 'no space left on device'}{where}): the command "
+                       "stopped\n  hint: free space on that disk "
+                       "and run the command again (a run that had started continues with `ftc run SPEC --resume`)",
+                       err=True)
+            sys.exit(EXIT_ERRORS)
+        cur = cur.__cause__ or cur.__context__
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: turns an unexpected exception into exit code 3 with a short report."""
     try:
@@ -587,6 +606,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if type(err).__name__ == "RegistryError":  # raised outside a registry command: still not a bug
             click.echo(f"ftc: {err}", err=True)
             sys.exit(EXIT_REGISTRY)
+        _exit_if_disk_full(err)
         click.echo(f"ftc: internal error: {type(err).__name__}: {err}\n"
                    "This is a bug in ftc; please report it with the spec that caused it.", err=True)
         if os.environ.get("FTC_DEBUG"):

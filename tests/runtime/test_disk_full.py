@@ -93,6 +93,24 @@ def test_a_full_disk_creating_the_store_lock_stops_before_a_run_folder(
     assert not (project / ".ftc" / "runs").exists() or not any((project / ".ftc" / "runs").iterdir())
 
 
+def test_a_full_disk_writing_the_run_folder_is_a_clear_exit_and_leaves_no_run(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = Path.write_text
+
+    def write_text(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self.name == "plan.json":
+            raise _enospc(str(self))
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    result = _run(capsys, "run", SPEC, "--max-steps", "1")
+    _clear(result)
+    assert result.exit_code == 1 and "the disk is full (No space left on device writing" in result.output
+    assert "plan.json" in result.output and "free space" in result.output
+    assert Registry().runs() == [] and list((project / ".ftc" / "runs").iterdir()) == []
+
+
 def test_a_full_disk_mid_training_is_a_resumable_failure_reported_on_stderr(
     project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
