@@ -131,10 +131,17 @@ def test_a_pickled_timm_base_is_refused_before_timm_loads_it(tmp_path: Path, no_
     folder = tmp_path / "resnet"
     save_for_hf(timm.create_model("test_resnet", pretrained=False, num_classes=3), folder, safe_serialization=True)
     _pickle_only(folder, tmp_path / "pickled")
-    with pytest.raises(ValueError, match=r"pickles \(pytorch_model.bin\).*timm.models.save_for_hf"):
+    with pytest.raises(ValueError, match=r"pickles \(pytorch_model.bin\).*timm.models.save_for_hf") as refused:
         vision_model.create(tmp_path / "pickled")
     assert basemodel.pickled_weights(tmp_path / "pickled", "vision") == ["pytorch_model.bin"]
     assert no_torch_load == []
+    # the conversion the message gives, run as the user would, makes the folder loadable
+    argv = shlex.split(str(refused.value).split("`")[1])
+    proc = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert basemodel.pickled_weights(tmp_path / "pickled", "vision") == []
+    assert vision_model.create(tmp_path / "pickled").num_classes == 3
 
 
 def test_open_clip_would_choose_a_preferred_pickle_over_safetensors(tmp_path: Path) -> None:
@@ -159,3 +166,29 @@ def test_trainer_state_pickles_are_not_weights(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").unlink()
     (tmp_path / "pytorch_model-00001-of-00002.bin").write_bytes(b"")
     assert basemodel.pickled_weights(tmp_path, "text") == ["pytorch_model-00001-of-00002.bin"]
+
+
+def test_a_pickled_open_clip_base_is_refused_and_its_conversion_works(tmp_path: Path,
+                                                                      no_torch_load: list[Any]) -> None:
+    pytest.importorskip("open_clip")
+    from ftc.runtime.backends.multimodal_model import WEIGHTS, check_folder, load_clip
+    from safetensors.torch import load_file
+
+    from tests.runtime.test_multimodal import make_tiny_clip
+
+    folder = make_tiny_clip(tmp_path / "clip", ["a red circle", "a blue square"])
+    original = load_file(str(folder / WEIGHTS))
+    torch.save(original, folder / "open_clip_pytorch_model.bin")
+    (folder / WEIGHTS).unlink()
+    with pytest.raises(ValueError, match=r"pickles \(open_clip_pytorch_model.bin\)") as refused:
+        check_folder(folder)
+    assert no_torch_load == []
+    argv = shlex.split(str(refused.value).split("`")[1])
+    proc = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (folder / "open_clip_pytorch_model.bin").unlink()  # the conversion's advice: then delete the pickle
+    converted = load_file(str(folder / WEIGHTS))
+    assert converted.keys() == original.keys() and all(torch.equal(converted[k], original[k]) for k in original)
+    model, _, _ = load_clip(folder, "cpu")
+    assert torch.equal(model.state_dict()["logit_scale"], original["logit_scale"]) and no_torch_load == []
